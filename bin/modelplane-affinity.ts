@@ -1,3 +1,4 @@
 #!/usr/bin/env node
-import { main } from '../src/cli.ts';
+import { main } from './cli.ts';
+
 await main(process.argv);

@@ -1,0 +1,124 @@
+// Pure admission: AdmissionReview in, AdmissionReview out. The HTTPS shell in
+// webhook/ only parses the body, calls `review`, and writes the answer.
+import jsonPatch from 'fast-json-patch';
+import { z } from 'zod';
+import { applyDefaults, validate } from './affinity.ts';
+import { withGeneratedObjectAnnotations } from './annotations.ts';
+import { formatFieldError, formatInvalidObject } from './field-errors.ts';
+import { MODEL_SERVICE_GROUP, MODEL_SERVICE_KIND, type ModelService } from './model-service.ts';
+
+export const ADMISSION_API_VERSION = 'admission.k8s.io/v1';
+
+const groupVersionKind = z.object({ group: z.string(), version: z.string(), kind: z.string() });
+
+/** Strict enough to refuse what is not an AdmissionReview; loose on fields we never read. */
+const admissionReviewSchema = z.object({
+  apiVersion: z.literal(ADMISSION_API_VERSION),
+  kind: z.literal('AdmissionReview'),
+  request: z.object({
+    uid: z.string().min(1),
+    kind: groupVersionKind,
+    operation: z.enum(['CREATE', 'UPDATE', 'DELETE', 'CONNECT']),
+    name: z.string().optional(),
+    namespace: z.string().optional(),
+    object: z.record(z.string(), z.unknown()).nullable().optional(),
+    oldObject: z.record(z.string(), z.unknown()).nullable().optional(),
+    dryRun: z.boolean().optional(),
+  }),
+});
+
+export type AdmissionRequest = z.infer<typeof admissionReviewSchema>['request'];
+
+export interface AdmissionResponse {
+  uid: string;
+  allowed: boolean;
+  patchType?: 'JSONPatch';
+  /** base64 of the RFC 6902 patch */
+  patch?: string;
+  warnings?: string[];
+  status?: {
+    code: number;
+    reason: string;
+    message: string;
+    details?: { name?: string; group: string; kind: string; causes: { reason: string; field: string; message: string }[] };
+  };
+}
+
+export interface AdmissionReviewResponse {
+  apiVersion: typeof ADMISSION_API_VERSION;
+  kind: 'AdmissionReview';
+  response: AdmissionResponse;
+}
+
+export type ParseResult = { ok: true; request: AdmissionRequest } | { ok: false; error: string };
+
+/** Parses an AdmissionReview body; the error says which field is wrong. */
+export function parseAdmissionReview(body: unknown): ParseResult {
+  const parsed = admissionReviewSchema.safeParse(body);
+  if (parsed.success) return { ok: true, request: parsed.data.request };
+  const first = parsed.error.issues[0];
+  const where = first && first.path.length > 0 ? first.path.join('.') : 'body';
+  return { ok: false, error: `not an admission.k8s.io/v1 AdmissionReview: ${where}: ${first?.message ?? 'invalid'}` };
+}
+
+export type AdmissionMode = 'mutate' | 'validate';
+
+/** Why a request passes untouched, or undefined when it is ours to judge (logged by the shell). */
+export function skipReason(request: AdmissionRequest): string | undefined {
+  if (request.kind.group !== MODEL_SERVICE_GROUP || request.kind.kind !== MODEL_SERVICE_KIND) {
+    return `not a ModelService (${request.kind.group}/${request.kind.kind})`;
+  }
+  if (request.operation !== 'CREATE' && request.operation !== 'UPDATE') return `operation ${request.operation}`;
+  if (request.object === null || request.object === undefined) return 'no object in request';
+  return undefined;
+}
+
+/** The defaulted, annotated ModelService the mutating webhook turns into a patch. */
+export function mutateModelService(ms: ModelService): ModelService {
+  const defaulted = applyDefaults(ms);
+  // Annotations name objects that will exist; an invalid spec gets none and is denied by validation.
+  return validate(defaulted).errors.length === 0 ? withGeneratedObjectAnnotations(defaulted) : defaulted;
+}
+
+/** RFC 6902 patch from original to mutated (keys with `/` escaped as `~1`). */
+export function mutationPatch(original: ModelService): jsonPatch.Operation[] {
+  return jsonPatch.compare(original, mutateModelService(original));
+}
+
+export function admit(request: AdmissionRequest, mode: AdmissionMode): AdmissionResponse {
+  const allowed: AdmissionResponse = { uid: request.uid, allowed: true };
+  if (skipReason(request) !== undefined) return allowed;
+  const ms = request.object as unknown as ModelService;
+
+  if (mode === 'mutate') {
+    const patch = mutationPatch(ms);
+    if (patch.length === 0) return allowed;
+    return { ...allowed, patchType: 'JSONPatch', patch: Buffer.from(JSON.stringify(patch)).toString('base64') };
+  }
+
+  const { errors, warnings } = validate(ms);
+  const withWarnings = warnings.length > 0 ? { warnings } : {};
+  if (errors.length === 0) return { ...allowed, ...withWarnings };
+  const name = ms.metadata?.name ?? request.name ?? '';
+  return {
+    uid: request.uid,
+    allowed: false,
+    ...withWarnings,
+    status: {
+      code: 422,
+      reason: 'Invalid',
+      message: formatInvalidObject(`${MODEL_SERVICE_KIND}.${MODEL_SERVICE_GROUP}`, name, errors),
+      details: {
+        name,
+        group: MODEL_SERVICE_GROUP,
+        kind: MODEL_SERVICE_KIND,
+        causes: errors.map((e) => ({ reason: `Field${e.type}`, field: e.path, message: formatFieldError(e) })),
+      },
+    },
+  };
+}
+
+/** The full reply: apiVersion and kind echoed, uid echoed inside `admit`. */
+export function review(request: AdmissionRequest, mode: AdmissionMode): AdmissionReviewResponse {
+  return { apiVersion: ADMISSION_API_VERSION, kind: 'AdmissionReview', response: admit(request, mode) };
+}

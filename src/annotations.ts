@@ -1,0 +1,52 @@
+// The `affinity.modelplane.ai/*` annotations that tell a user which objects
+// were generated for a ModelService. Informational only: the reconciler never
+// reads them (it derives names itself).
+import { affinityType } from './affinity.ts';
+import type { ModelService } from './model-service.ts';
+import { generatedNames } from './naming.ts';
+
+export const BACKEND_TRAFFIC_POLICY_ANNOTATION = 'affinity.modelplane.ai/backend-traffic-policy';
+export const ENVOY_EXTENSION_POLICY_ANNOTATION = 'affinity.modelplane.ai/envoy-extension-policy';
+export const EXT_PROC_ANNOTATION = 'affinity.modelplane.ai/ext-proc';
+export const GENERATED_OBJECT_ANNOTATIONS = [
+  BACKEND_TRAFFIC_POLICY_ANNOTATION,
+  ENVOY_EXTENSION_POLICY_ANNOTATION,
+  EXT_PROC_ANNOTATION,
+] as const;
+
+/** The annotations that apply to this (defaulted, valid) ModelService. */
+export function generatedObjectAnnotations(ms: ModelService): Record<string, string> {
+  const names = generatedNames(ms.metadata.name ?? '');
+  switch (affinityType(ms)) {
+    case 'Session':
+      return { [BACKEND_TRAFFIC_POLICY_ANNOTATION]: names.backendTrafficPolicy };
+    case 'PrefixHash':
+      return {
+        [BACKEND_TRAFFIC_POLICY_ANNOTATION]: names.backendTrafficPolicy,
+        [ENVOY_EXTENSION_POLICY_ANNOTATION]: names.prefixHash,
+        [EXT_PROC_ANNOTATION]: names.prefixHash,
+      };
+    case 'None':
+      return {};
+  }
+}
+
+/** Returns a copy whose generated-object annotations are exactly those that apply; others are removed. */
+export function withGeneratedObjectAnnotations(ms: ModelService): ModelService {
+  const copy = structuredClone(ms);
+  const wanted = generatedObjectAnnotations(copy);
+  const current = copy.metadata.annotations ?? {};
+  const next: Record<string, string> = {};
+  for (const [key, value] of Object.entries(current)) {
+    if (!(GENERATED_OBJECT_ANNOTATIONS as readonly string[]).includes(key)) next[key] = value;
+  }
+  Object.assign(next, wanted);
+  if (Object.keys(next).length > 0 || copy.metadata.annotations !== undefined) {
+    // Keep the existing map's key order so an unchanged object diffs to an empty patch.
+    const ordered: Record<string, string> = {};
+    for (const key of Object.keys(current)) if (key in next) ordered[key] = next[key] as string;
+    for (const key of Object.keys(next)) if (!(key in ordered)) ordered[key] = next[key] as string;
+    copy.metadata.annotations = ordered;
+  }
+  return copy;
+}

@@ -1,0 +1,29 @@
+import { defineConfig } from 'vitest/config';
+
+// Two projects: `unit` (pure code and in-process servers, seconds) and
+// `integration` (a real etcd + kube-apiserver started once by the global setup).
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['{src,webhook,ext-proc,reconciler,bin,test}/**/*.test.ts'],
+          exclude: ['**/*.int.test.ts', 'node_modules/**'],
+          testTimeout: 20_000,
+        },
+      },
+      {
+        test: {
+          name: 'integration',
+          include: ['test/**/*.int.test.ts'],
+          globalSetup: ['test/testbed/global-setup.ts'],
+          testTimeout: 120_000,
+          hookTimeout: 1_800_000,
+          // One control plane is shared; files run one after another.
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
