@@ -65,6 +65,34 @@ function httpsOk(url: string, ca: CertificateFiles, client: CertificateFiles, re
   });
 }
 
+export interface Kubectl {
+  kubectl(args: string[], options?: { input?: string; timeoutMs?: number }): Promise<KubectlResult>;
+  kubectlOk(args: string[], options?: { input?: string; timeoutMs?: number }): Promise<string>;
+}
+
+/** kubectl (the v1.36 one built with the API server) bound to a kubeconfig. */
+export function kubectlFor(kubeBin: string, kubeconfig: string): Kubectl {
+  const kubectl = (args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<KubectlResult> =>
+    new Promise((resolve) => {
+      const child = execFile(
+        join(kubeBin, 'kubectl'),
+        args,
+        { env: { ...process.env, KUBECONFIG: kubeconfig }, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 },
+        (error, stdout, stderr) => {
+          const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : 1) : 0;
+          resolve({ code, stdout, stderr });
+        },
+      );
+      child.stdin?.end(opts.input ?? '');
+    });
+  const kubectlOk = async (args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<string> => {
+    const result = await kubectl(args, opts);
+    if (result.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed (exit ${result.code}): ${result.stderr}`);
+    return result.stdout;
+  };
+  return { kubectl, kubectlOk };
+}
+
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const [kubeBin, etcdBin] = await Promise.all([ensureGoTools(KUBE_TOOLS), ensureGoTools(ETCD_TOOLS)]);
   const dir = mkdtempSync(join(tmpdir(), 'mpa-controlplane-'));
@@ -142,25 +170,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       processes.push(cm);
     }
 
-    const kubectl = (args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<KubectlResult> =>
-      new Promise((resolve) => {
-        const child = execFile(
-          join(kubeBin, 'kubectl'),
-          args,
-          { env: { ...process.env, KUBECONFIG: kubeconfig }, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024 },
-          (error, stdout, stderr) => {
-            const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : 1) : 0;
-            resolve({ code, stdout, stderr });
-          },
-        );
-        if (opts.input !== undefined) child.stdin?.end(opts.input);
-        else child.stdin?.end();
-      });
-    const kubectlOk = async (args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<string> => {
-      const result = await kubectl(args, opts);
-      if (result.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed (exit ${result.code}): ${result.stderr}`);
-      return result.stdout;
-    };
+    const { kubectl, kubectlOk } = kubectlFor(kubeBin, kubeconfig);
     // The default namespace and RBAC bootstrap come up just after /readyz.
     await waitFor('namespace default', async () => (await kubectl(['get', 'namespace', 'default'])).code === 0, 30_000);
     return { dir, kubeconfig, server, kubeBin, kubectl, kubectlOk, stop };

@@ -1,0 +1,29 @@
+// The CRDs the tests install: ours from manifests/, and Gateway API's and
+// Envoy Gateway's straight from the Envoy Gateway v1.9.0 module zip (the module
+// cache), never copied into this repo.
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Kubectl } from './control-plane.ts';
+import { GATEWAY_TOOLS, REPO_ROOT, goModuleDir } from './go-tools.ts';
+
+export const MODEL_SERVICE_CRD = join(REPO_ROOT, 'manifests', 'crd', 'modelservices.modelplane.ai.yaml');
+
+/** Gateway API (experimental channel, as Envoy Gateway pairs it) and Envoy Gateway CRD files. */
+export async function gatewayCrdFiles(): Promise<string[]> {
+  const dir = join(await goModuleDir(GATEWAY_TOOLS, 'github.com/envoyproxy/gateway'), 'charts', 'gateway-helm', 'charts', 'crds', 'crds');
+  const generated = join(dir, 'generated');
+  return [join(dir, 'gatewayapi-crds.yaml'), ...readdirSync(generated).filter((f) => f.endsWith('.yaml')).sort().map((f) => join(generated, f))];
+}
+
+/**
+ * Server-side apply: Envoy Gateway's CRDs are too large for the last-applied
+ * annotation of client-side apply. Waits until every CRD is Established.
+ */
+export async function installCrds(k: Kubectl, files: string[]): Promise<void> {
+  const names: string[] = [];
+  for (const file of files) {
+    const out = await k.kubectlOk(['apply', '--server-side', '--force-conflicts', '-o', 'name', '-f', file], { timeoutMs: 120_000 });
+    names.push(...out.split('\n').filter((l) => l.trim() !== ''));
+  }
+  await k.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', ...names], { timeoutMs: 90_000 });
+}

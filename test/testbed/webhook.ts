@@ -1,0 +1,95 @@
+// Runs our real webhook (the CLI, as a child process) for the test control
+// plane and registers it with url + caBundle, as SPEC §2 and issue 3 describe.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Kubectl } from './control-plane.ts';
+import { REPO_ROOT } from './go-tools.ts';
+import { type CertificateFiles, makeCa, makeLeaf } from './pki.ts';
+import { type ManagedProcess, freePort, startProcess, waitFor } from './processes.ts';
+
+export const CLI = join(REPO_ROOT, 'bin', 'modelplane-affinity.ts');
+export const MUTATING_WEBHOOK_NAME = 'mutate.affinity.modelplane.ai';
+export const VALIDATING_WEBHOOK_NAME = 'validate.affinity.modelplane.ai';
+export const WEBHOOK_CONFIGURATION_NAME = 'modelplane-affinity-testbed';
+
+/** A CA and a serving pair (IP SAN 127.0.0.1) written as tls.crt/tls.key into certDir. */
+export function makeWebhookCertificates(workDir: string, certDir: string, generation: string): { ca: CertificateFiles } {
+  const pkiDir = join(workDir, `webhook-pki-${generation}`);
+  mkdirSync(pkiDir, { recursive: true });
+  mkdirSync(certDir, { recursive: true });
+  const ca = makeCa(pkiDir, 'ca', `modelplane-affinity-webhook-ca-${generation}`);
+  makeLeaf(certDir, 'tls', ca, { commonName: 'modelplane-affinity-webhook', dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], usage: 'server' });
+  return { ca };
+}
+
+export interface TestWebhook {
+  process: ManagedProcess;
+  port: number;
+  baseUrl: string;
+}
+
+/** Starts `modelplane-affinity <command> --port P --cert-dir D` on 127.0.0.1 and waits for /healthz. */
+export async function startWebhookProcess(
+  command: 'webhook' | 'manager',
+  certDir: string,
+  logFile: string,
+  extraArgs: string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<TestWebhook> {
+  const port = await freePort();
+  const proc = startProcess(process.execPath, [CLI, command, '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir, ...extraArgs], logFile, env);
+  const baseUrl = `https://127.0.0.1:${port}`;
+  await waitFor(
+    `${command} /healthz`,
+    async () => {
+      const { request } = await import('node:https');
+      return new Promise<boolean>((resolve) => {
+        const req = request(`${baseUrl}/healthz`, { rejectUnauthorized: false, timeout: 1000 }, (res) => {
+          res.resume();
+          resolve(res.statusCode === 200);
+        });
+        req.on('error', () => resolve(false));
+        req.end();
+      });
+    },
+    30_000,
+    () => proc.tail(),
+  );
+  return { process: proc, port, baseUrl };
+}
+
+/** Mutating and validating configurations for ModelService CREATE/UPDATE, failurePolicy Fail. */
+export function webhookConfigurations(baseUrl: string, caBundlePem: string): string {
+  const caBundle = Buffer.from(caBundlePem).toString('base64');
+  const common = {
+    admissionReviewVersions: ['v1'],
+    sideEffects: 'None',
+    failurePolicy: 'Fail',
+    timeoutSeconds: 5,
+    matchPolicy: 'Equivalent',
+    rules: [{ apiGroups: ['modelplane.ai'], apiVersions: ['v1alpha1'], operations: ['CREATE', 'UPDATE'], resources: ['modelservices'], scope: 'Namespaced' }],
+  };
+  const configurations = [
+    {
+      apiVersion: 'admissionregistration.k8s.io/v1',
+      kind: 'MutatingWebhookConfiguration',
+      metadata: { name: WEBHOOK_CONFIGURATION_NAME },
+      webhooks: [{ name: MUTATING_WEBHOOK_NAME, clientConfig: { url: `${baseUrl}/mutate`, caBundle }, reinvocationPolicy: 'IfNeeded', ...common }],
+    },
+    {
+      apiVersion: 'admissionregistration.k8s.io/v1',
+      kind: 'ValidatingWebhookConfiguration',
+      metadata: { name: WEBHOOK_CONFIGURATION_NAME },
+      webhooks: [{ name: VALIDATING_WEBHOOK_NAME, clientConfig: { url: `${baseUrl}/validate`, caBundle }, ...common }],
+    },
+  ];
+  return JSON.stringify({ apiVersion: 'v1', kind: 'List', items: configurations });
+}
+
+export async function registerWebhooks(k: Kubectl, baseUrl: string, caBundlePem: string): Promise<void> {
+  await k.kubectlOk(['apply', '--server-side', '--force-conflicts', '-f', '-'], { input: webhookConfigurations(baseUrl, caBundlePem) });
+}
+
+export async function unregisterWebhooks(k: Kubectl): Promise<void> {
+  await k.kubectlOk(['delete', '--ignore-not-found', `mutatingwebhookconfiguration/${WEBHOOK_CONFIGURATION_NAME}`, `validatingwebhookconfiguration/${WEBHOOK_CONFIGURATION_NAME}`]);
+}
