@@ -1,0 +1,195 @@
+// The prefix hasher's protocol logic, free of I/O: one ext_proc message and
+// the stream's phase in, one ProcessingResponse (or a reason to end the stream
+// with a gRPC error) out. The stream loop lives in server.ts.
+import xxhash from 'xxhash-wasm';
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import type { ProcessingRequest, ProcessingResponse, RequestKind } from './protocol.ts';
+
+/** The header the BackendTrafficPolicy's consistent hash reads. */
+export const PROMPT_HASH_HEADER = 'x-prompt-hash';
+
+// Same bounds as spec.affinity.prefixBytes (SPEC §1): fewer than 64 bytes only
+// covers the JSON envelope; Envoy Gateway's default connection buffer is 32 KiB,
+// so a BufferedPartial body message never carries more.
+export const PREFIX_BYTES_MIN = 64;
+export const PREFIX_BYTES_MAX = 32768;
+
+/**
+ * The largest ProcessingRequest accepted. A BufferedPartial body message is at
+ * most the connection buffer (32 KiB by default in Envoy Gateway) and a headers
+ * message at most Envoy's request-header limit (60 KiB by default), each plus a
+ * little protobuf framing; 128 KiB holds either with room to spare.
+ */
+export const DEFAULT_MAX_MESSAGE_BYTES = 128 * 1024;
+
+/** XXH64 with seed 0 over raw bytes. */
+export type Hash64 = (bytes: Uint8Array) => bigint;
+
+export async function loadXxh64(): Promise<Hash64> {
+  const { h64Raw } = await xxhash();
+  return (bytes) => h64Raw(bytes, 0n);
+}
+
+/** XXH64 (seed 0) of the first min(prefixBytes, length) bytes, as 16 lowercase hex digits. */
+export function promptHash(body: Uint8Array, prefixBytes: number, hash64: Hash64): string {
+  const prefix = body.length > prefixBytes ? body.subarray(0, prefixBytes) : body;
+  return hash64(prefix).toString(16).padStart(16, '0');
+}
+
+/**
+ * Where a stream stands, as Envoy drives it with request headers SEND and
+ * request body BufferedPartial:
+ * - awaiting-headers: nothing received yet;
+ * - awaiting-body: headers answered, the body message is next;
+ * - body-continues: the first body message was partial (end_of_stream false);
+ *   Envoy sends no more in BufferedPartial mode, but STREAMED would;
+ * - request-done: nothing more is expected for the request.
+ */
+export type Phase = 'awaiting-headers' | 'awaiting-body' | 'body-continues' | 'request-done';
+
+/** What an answered message did, for metrics. */
+export type Outcome = 'headers-answered' | 'hashed' | 'no-body' | 'passed-through';
+
+export type ErrorReason = 'undecodable' | 'too-large' | 'empty-message' | 'out-of-order';
+
+export interface Answer {
+  ok: true;
+  response: ProcessingResponse;
+  phase: Phase;
+  outcome: Outcome;
+}
+
+export interface Rejection {
+  ok: false;
+  code: GrpcStatus;
+  reason: ErrorReason;
+  /** Safe to log and to send as the gRPC status message: never contains body bytes. */
+  message: string;
+}
+
+export interface HandlerConfig {
+  prefixBytes: number;
+  hash64: Hash64;
+}
+
+export function handleMessage(phase: Phase, request: ProcessingRequest, config: HandlerConfig): Answer | Rejection {
+  const kind = request.request;
+  switch (kind) {
+    case 'request_headers': {
+      if (phase !== 'awaiting-headers') return outOfOrder(kind, phase);
+      const endOfStream = request.request_headers?.end_of_stream === true;
+      return {
+        ok: true,
+        // Always remove the header, whatever its letter case or count: a client
+        // must not choose its cluster, and Envoy hashes every value of a
+        // repeated header together.
+        response: { request_headers: { response: { status: 'CONTINUE', header_mutation: { remove_headers: [PROMPT_HASH_HEADER] } } } },
+        phase: endOfStream ? 'request-done' : 'awaiting-body',
+        outcome: endOfStream ? 'no-body' : 'headers-answered',
+      };
+    }
+    case 'request_body': {
+      const endOfStream = request.request_body?.end_of_stream === true;
+      const next: Phase = endOfStream ? 'request-done' : 'body-continues';
+      if (phase === 'body-continues') {
+        // The hash was set from the first message; later pieces change nothing.
+        return { ok: true, response: continueBody(), phase: next, outcome: 'passed-through' };
+      }
+      if (phase !== 'awaiting-body') return outOfOrder(kind, phase);
+      const body = request.request_body?.body;
+      if (body === undefined || body.length === 0) {
+        return { ok: true, response: continueBody(), phase: next, outcome: 'no-body' };
+      }
+      const hash = promptHash(body, config.prefixBytes, config.hash64);
+      return {
+        ok: true,
+        // raw_value only: Envoy reads raw_value and rejects a HeaderValue with
+        // both fields set. Envoy holds the request headers until this answer in
+        // BufferedPartial mode, so the router's hash policy sees the header
+        // without clearing the route cache.
+        response: {
+          request_body: {
+            response: {
+              status: 'CONTINUE',
+              header_mutation: {
+                set_headers: [
+                  {
+                    header: { key: PROMPT_HASH_HEADER, raw_value: Buffer.from(hash, 'latin1') },
+                    append_action: 'OVERWRITE_IF_EXISTS_OR_ADD',
+                  },
+                ],
+              },
+            },
+          },
+        },
+        phase: next,
+        outcome: 'hashed',
+      };
+    }
+    case 'request_trailers':
+      if (phase === 'awaiting-headers' || phase === 'request-done') return outOfOrder(kind, phase);
+      return { ok: true, response: { request_trailers: {} }, phase: 'request-done', outcome: 'passed-through' };
+    // Envoy sends response messages only if a processing mode asks for them;
+    // ours does not, but answering them unchanged is always correct.
+    case 'response_headers':
+      return { ok: true, response: { response_headers: { response: { status: 'CONTINUE' } } }, phase, outcome: 'passed-through' };
+    case 'response_body':
+      return { ok: true, response: { response_body: { response: { status: 'CONTINUE' } } }, phase, outcome: 'passed-through' };
+    case 'response_trailers':
+      return { ok: true, response: { response_trailers: {} }, phase, outcome: 'passed-through' };
+    case undefined:
+      return {
+        ok: false,
+        code: GrpcStatus.INVALID_ARGUMENT,
+        reason: 'empty-message',
+        message: 'ProcessingRequest has none of request_headers, request_body, request_trailers, response_headers, response_body, response_trailers set',
+      };
+  }
+}
+
+function continueBody(): ProcessingResponse {
+  return { request_body: { response: { status: 'CONTINUE' } } };
+}
+
+const EXPECTED: Record<Phase, string> = {
+  'awaiting-headers': 'request_headers first',
+  'awaiting-body': 'request_body or request_trailers after request_headers',
+  'body-continues': 'more request_body or request_trailers',
+  'request-done': 'only response messages once the request is complete',
+};
+
+function outOfOrder(kind: RequestKind, phase: Phase): Rejection {
+  return {
+    ok: false,
+    code: GrpcStatus.FAILED_PRECONDITION,
+    reason: 'out-of-order',
+    message: `out-of-order ${kind}: expected ${EXPECTED[phase]}`,
+  };
+}
+
+export type Decoded = { ok: true; request: ProcessingRequest } | Rejection;
+
+/**
+ * Decodes one ProcessingRequest, refusing it before decoding when it is larger
+ * than maxBytes. Never throws: garbage becomes a Rejection the stream loop
+ * reports as that stream's gRPC status.
+ */
+export function decodeRequest(bytes: Buffer, maxBytes: number, deserialize: (bytes: Buffer) => ProcessingRequest): Decoded {
+  if (bytes.length > maxBytes) {
+    return {
+      ok: false,
+      code: GrpcStatus.RESOURCE_EXHAUSTED,
+      reason: 'too-large',
+      message:
+        `ProcessingRequest of ${bytes.length} bytes exceeds the ${maxBytes}-byte limit ` +
+        '(a BufferedPartial body message is at most the connection buffer limit, 32 KiB by default in Envoy Gateway)',
+    };
+  }
+  try {
+    return { ok: true, request: deserialize(bytes) };
+  } catch (error) {
+    // protobufjs messages name the wire problem (offsets, wire types), never the payload.
+    const detail = error instanceof Error ? error.message : String(error);
+    return { ok: false, code: GrpcStatus.INVALID_ARGUMENT, reason: 'undecodable', message: `undecodable ProcessingRequest: ${detail}` };
+  }
+}

@@ -1,0 +1,73 @@
+// Prometheus metrics of the prefix hasher, served on their own HTTP port so a
+// scrape never queues behind gRPC traffic.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ErrorReason, Outcome } from './handlers.ts';
+
+export interface ExtProcMetrics {
+  registry: Registry;
+  streamsStarted: Counter;
+  streamsOpen: Gauge;
+  outcomes: Counter<'outcome'>;
+  errors: Counter<'reason'>;
+  handling: Histogram<'message'>;
+}
+
+export function createMetrics(): ExtProcMetrics {
+  // A registry per server, not prom-client's global one, so several servers
+  // can live in one process (the tests start many).
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const outcomes = new Counter({
+    name: 'ext_proc_messages_total',
+    help: 'ext_proc messages answered, by outcome: hashed (x-prompt-hash set), no-body (headers with end_of_stream or an empty body), headers-answered, passed-through',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  const errors = new Counter({
+    name: 'ext_proc_stream_errors_total',
+    help: 'Streams ended with a gRPC error, by reason (undecodable, too-large, empty-message, out-of-order)',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  // Start every series at zero so dashboards and rate() see them from the first scrape.
+  for (const outcome of ['hashed', 'no-body', 'headers-answered', 'passed-through'] satisfies Outcome[]) outcomes.inc({ outcome }, 0);
+  for (const reason of ['undecodable', 'too-large', 'empty-message', 'out-of-order'] satisfies ErrorReason[]) errors.inc({ reason }, 0);
+  return {
+    registry,
+    streamsStarted: new Counter({ name: 'ext_proc_streams_total', help: 'ext_proc streams opened by Envoy', registers: [registry] }),
+    streamsOpen: new Gauge({ name: 'ext_proc_streams_open', help: 'ext_proc streams open now', registers: [registry] }),
+    outcomes,
+    errors,
+    handling: new Histogram({
+      name: 'ext_proc_message_handling_seconds',
+      help: 'Time from receiving a decoded ext_proc message to handing its answer to gRPC (Envoy waits 200 ms by default)',
+      labelNames: ['message'],
+      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.2],
+      registers: [registry],
+    }),
+  };
+}
+
+/** Serves GET /metrics; resolves once listening, with the bound port. */
+export async function serveMetrics(registry: Registry, port: number, host: string): Promise<{ server: http.Server; port: number }> {
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: metrics are at GET /metrics\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+      (error: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${error instanceof Error ? error.message : String(error)}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return { server, port: (server.address() as AddressInfo).port };
+}
