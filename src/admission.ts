@@ -2,9 +2,9 @@
 // webhook/ only parses the body, calls `review`, and writes the answer.
 import jsonPatch from 'fast-json-patch';
 import { z } from 'zod';
-import { applyDefaults, validate } from './affinity.ts';
+import { applyDefaults, dropStaleTypeFields, validate } from './affinity.ts';
 import { withGeneratedObjectAnnotations } from './annotations.ts';
-import { formatFieldError, formatInvalidObject } from './field-errors.ts';
+import { type FieldErrorType, fieldErrorBody, formatInvalidObject } from './field-errors.ts';
 import { MODEL_SERVICE_GROUP, MODEL_SERVICE_KIND, type ModelService } from './model-service.ts';
 
 export const ADMISSION_API_VERSION = 'admission.k8s.io/v1';
@@ -63,6 +63,15 @@ export function parseAdmissionReview(body: unknown): ParseResult {
 
 export type AdmissionMode = 'mutate' | 'validate';
 
+/** metav1.CauseType values for each field error type. */
+const CAUSE_TYPES: Record<FieldErrorType, string> = {
+  Required: 'FieldValueRequired',
+  Invalid: 'FieldValueInvalid',
+  NotSupported: 'FieldValueNotSupported',
+  TooLong: 'FieldValueTooLong',
+  Forbidden: 'FieldValueForbidden',
+};
+
 /** Why a request passes untouched, or undefined when it is ours to judge (logged by the shell). */
 export function skipReason(request: AdmissionRequest): string | undefined {
   if (request.kind.group !== MODEL_SERVICE_GROUP || request.kind.kind !== MODEL_SERVICE_KIND) {
@@ -74,15 +83,15 @@ export function skipReason(request: AdmissionRequest): string | undefined {
 }
 
 /** The defaulted, annotated ModelService the mutating webhook turns into a patch. */
-export function mutateModelService(ms: ModelService): ModelService {
-  const defaulted = applyDefaults(ms);
+export function mutateModelService(ms: ModelService, old?: ModelService): ModelService {
+  const defaulted = applyDefaults(old === undefined ? ms : dropStaleTypeFields(old, ms));
   // Annotations name objects that will exist; an invalid spec gets none and is denied by validation.
   return validate(defaulted).errors.length === 0 ? withGeneratedObjectAnnotations(defaulted) : defaulted;
 }
 
 /** RFC 6902 patch from original to mutated (keys with `/` escaped as `~1`). */
-export function mutationPatch(original: ModelService): jsonPatch.Operation[] {
-  return jsonPatch.compare(original, mutateModelService(original));
+export function mutationPatch(original: ModelService, old?: ModelService): jsonPatch.Operation[] {
+  return jsonPatch.compare(original, mutateModelService(original, old));
 }
 
 export function admit(request: AdmissionRequest, mode: AdmissionMode): AdmissionResponse {
@@ -91,7 +100,8 @@ export function admit(request: AdmissionRequest, mode: AdmissionMode): Admission
   const ms = request.object as unknown as ModelService;
 
   if (mode === 'mutate') {
-    const patch = mutationPatch(ms);
+    const old = request.operation === 'UPDATE' && request.oldObject ? (request.oldObject as unknown as ModelService) : undefined;
+    const patch = mutationPatch(ms, old);
     if (patch.length === 0) return allowed;
     return { ...allowed, patchType: 'JSONPatch', patch: Buffer.from(JSON.stringify(patch)).toString('base64') };
   }
@@ -112,7 +122,8 @@ export function admit(request: AdmissionRequest, mode: AdmissionMode): Admission
         name,
         group: MODEL_SERVICE_GROUP,
         kind: MODEL_SERVICE_KIND,
-        causes: errors.map((e) => ({ reason: `Field${e.type}`, field: e.path, message: formatFieldError(e) })),
+        // As the API server does: kubectl prints each cause as `<field>: <message>`.
+        causes: errors.map((e) => ({ reason: CAUSE_TYPES[e.type], field: e.path, message: fieldErrorBody(e) })),
       },
     },
   };

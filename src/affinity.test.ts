@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyDefaults, validate } from './affinity.ts';
+import { applyDefaults, dropStaleTypeFields, validate } from './affinity.ts';
 import { formatFieldError } from './field-errors.ts';
 import type { ModelService } from './model-service.ts';
 
@@ -211,5 +211,37 @@ describe('validate', () => {
     const result = validate(applyDefaults(modelService({ type: 'PrefixHash' }, [{ weight: 1 }, { weight: 3 }, {}])));
     expect(result.warnings).toHaveLength(1);
     expect(result.warnings[0]).toMatch(/^spec\.endpoints: unequal weights \(1, 3, 1\).*#9775/);
+  });
+});
+
+describe('dropStaleTypeFields', () => {
+  const cases: { name: string; old: unknown; updated: unknown; expected: unknown }[] = [
+    {
+      name: 'drops the defaulted prefixBytes when PrefixHash becomes Session',
+      old: { type: 'PrefixHash', prefixBytes: 1024, fallback: 'NextEndpoint' },
+      updated: { type: 'Session', sessionHeader: 'x-s', prefixBytes: 1024, fallback: 'NextEndpoint' },
+      expected: { type: 'Session', sessionHeader: 'x-s', fallback: 'NextEndpoint' },
+    },
+    {
+      name: 'keeps a prefixBytes the update changes (it is warned about instead)',
+      old: { type: 'PrefixHash', prefixBytes: 1024 },
+      updated: { type: 'Session', sessionHeader: 'x-s', prefixBytes: 2048 },
+      expected: { type: 'Session', sessionHeader: 'x-s', prefixBytes: 2048 },
+    },
+    {
+      name: 'drops fallback and sessionHeader when Session becomes None',
+      old: { type: 'Session', sessionHeader: 'x-s', fallback: 'NextEndpoint' },
+      updated: { type: 'None', sessionHeader: 'x-s', fallback: 'NextEndpoint' },
+      expected: { type: 'None' },
+    },
+    {
+      name: 'changes nothing when the type stays',
+      old: { type: 'PrefixHash', prefixBytes: 1024, sessionHeader: 'x' },
+      updated: { type: 'PrefixHash', prefixBytes: 1024, sessionHeader: 'x' },
+      expected: { type: 'PrefixHash', prefixBytes: 1024, sessionHeader: 'x' },
+    },
+  ];
+  it.each(cases)('$name', ({ old, updated, expected }) => {
+    expect(dropStaleTypeFields(modelService(old), modelService(updated)).spec?.affinity).toEqual(expected);
   });
 });

@@ -66,6 +66,35 @@ export function applyDefaults(ms: ModelService): ModelService {
   return copy;
 }
 
+/**
+ * On an update that changes `type`, drops fields that only the old type used
+ * and that the update left as they were (typically defaults written for the
+ * old type), as the API server does for Service type changes. A field the
+ * update sets anew is kept and judged (warned about) as usual.
+ */
+export function dropStaleTypeFields(old: ModelService, updated: ModelService): ModelService {
+  const copy = structuredClone(updated);
+  const before = old.spec?.affinity as Record<string, unknown> | undefined;
+  const after = copy.spec?.affinity as Record<string, unknown> | undefined;
+  if (!isPlainObject(before) || !isPlainObject(after)) return copy;
+  const oldType = before.type ?? 'None';
+  const newType = after.type ?? 'None';
+  if (oldType === newType || !isAffinityType(newType) || !isAffinityType(oldType)) return copy;
+  for (const field of AFFINITY_FIELDS) {
+    const staleForNew = !FIELDS_USED_BY[newType].includes(field) && FIELDS_USED_BY[oldType].includes(field);
+    if (staleForNew && after[field] !== undefined && after[field] === before[field]) delete after[field];
+  }
+  return copy;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isAffinityType(value: unknown): value is AffinityType {
+  return (AFFINITY_TYPES as readonly unknown[]).includes(value);
+}
+
 export interface ValidationResult {
   errors: FieldError[];
   warnings: string[];

@@ -57,13 +57,16 @@ function formatValue(value: unknown): string {
   return String(value);
 }
 
-/** `spec.affinity.prefixBytes: Invalid value: 10: must be between 64 and 32768` */
-export function formatFieldError(error: FieldError): string {
+/** The part after the field: `Invalid value: 10: must be between 64 and 32768` */
+export function fieldErrorBody(error: FieldError): string {
   const label = TYPE_LABELS[error.type];
   const hasValue = error.type === 'Invalid' || error.type === 'NotSupported';
-  return hasValue
-    ? `${error.path}: ${label}: ${formatValue(error.value)}: ${error.message}`
-    : `${error.path}: ${label}: ${error.message}`;
+  return hasValue ? `${label}: ${formatValue(error.value)}: ${error.message}` : `${label}: ${error.message}`;
+}
+
+/** `spec.affinity.prefixBytes: Invalid value: 10: must be between 64 and 32768` */
+export function formatFieldError(error: FieldError): string {
+  return `${error.path}: ${fieldErrorBody(error)}`;
 }
 
 /**

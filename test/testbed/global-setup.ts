@@ -31,6 +31,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
       webhookCertDir: certDir,
       webhookCaPem: readFileSync(ca.certFile, 'utf8'),
       webhookLog: webhook.process.logFile,
+      webhookPid: webhook.process.child.pid ?? 0,
     };
     project.provide('testbed', info);
     return async () => {

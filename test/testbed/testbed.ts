@@ -12,6 +12,7 @@ export interface TestbedInfo {
   webhookCertDir: string;
   webhookCaPem: string;
   webhookLog: string;
+  webhookPid: number;
 }
 
 declare module 'vitest' {

@@ -1,0 +1,248 @@
+// ModelService in, Envoy Gateway objects out (SPEC §3). Pure: the reconciler
+// applies exactly this list, and `modelplane-affinity render` prints it.
+import { type ValidationResult, PROMPT_HASH_HEADER, affinityType, applyDefaults, validate } from './affinity.ts';
+import type { FieldError } from './field-errors.ts';
+import {
+  type KubeObject,
+  MODEL_SERVICE_API_VERSION,
+  MODEL_SERVICE_KIND,
+  type ModelService,
+  type OwnerReference,
+} from './model-service.ts';
+import {
+  CROSSPLANE_COMPOSITE_LABEL,
+  MODEL_SERVICE_LABEL,
+  generatedNames,
+  labelValue,
+  ownershipLabels,
+} from './naming.ts';
+
+export const EXT_PROC_PORT = 9002;
+export const EXT_PROC_METRICS_PORT = 9090;
+export const EXT_PROC_REPLICAS = 2;
+export const DEFAULT_EXT_PROC_IMAGE = 'ghcr.io/modelplane/modelplane-affinity:0.1.0';
+export const GATEWAY_API_GROUP = 'gateway.networking.k8s.io';
+export const ENVOY_GATEWAY_API_VERSION = 'gateway.envoyproxy.io/v1alpha1';
+
+/** Kinds the reconciler owns, in apply order (the ext_proc Service exists before the policy that points at it). */
+export const GENERATED_KINDS = [
+  { apiVersion: 'v1', kind: 'Service', plural: 'services' },
+  { apiVersion: 'apps/v1', kind: 'Deployment', plural: 'deployments' },
+  { apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', plural: 'poddisruptionbudgets' },
+  { apiVersion: ENVOY_GATEWAY_API_VERSION, kind: 'EnvoyExtensionPolicy', plural: 'envoyextensionpolicies' },
+  { apiVersion: ENVOY_GATEWAY_API_VERSION, kind: 'BackendTrafficPolicy', plural: 'backendtrafficpolicies' },
+] as const;
+
+export interface RenderOptions {
+  /** Image that runs `modelplane-affinity ext-proc` (the add-on's own image). */
+  extProcImage: string;
+}
+
+function ownerReference(ms: ModelService): OwnerReference[] {
+  const { name, uid } = ms.metadata;
+  if (uid === undefined || name === undefined) return [];
+  return [{ apiVersion: MODEL_SERVICE_API_VERSION, kind: MODEL_SERVICE_KIND, name, uid, controller: true, blockOwnerDeletion: true }];
+}
+
+function metadata(ms: ModelService, name: string, extraLabels: Record<string, string> = {}): KubeObject['metadata'] {
+  const owners = ownerReference(ms);
+  return {
+    name,
+    namespace: ms.metadata.namespace ?? 'default',
+    labels: { ...ownershipLabels(ms.metadata.name ?? ''), ...extraLabels },
+    ...(owners.length > 0 ? { ownerReferences: owners } : {}),
+  };
+}
+
+/** The HTTPRoutes of this ModelService: the one Modelplane composes, or one a user labels by hand. */
+export function routeSelectors(modelServiceName: string): Record<string, unknown>[] {
+  const value = labelValue(modelServiceName);
+  return [CROSSPLANE_COMPOSITE_LABEL, MODEL_SERVICE_LABEL].map((label) => ({
+    group: GATEWAY_API_GROUP,
+    kind: 'HTTPRoute',
+    matchLabels: { [label]: value },
+  }));
+}
+
+/** The request header whose value the gateway hashes. */
+export function hashHeader(ms: ModelService): string | undefined {
+  switch (affinityType(ms)) {
+    case 'PrefixHash':
+      return PROMPT_HASH_HEADER;
+    case 'Session':
+      return ms.spec?.affinity?.sessionHeader;
+    case 'None':
+      return undefined;
+  }
+}
+
+/**
+ * NextEndpoint: passive health checking ejects a failing cluster's hosts, and
+ * a retry on connect-failure/reset re-sends the request that found it down.
+ */
+function fallbackSettings(ms: ModelService): Record<string, unknown> {
+  if (ms.spec?.affinity?.fallback !== 'NextEndpoint') return {};
+  return {
+    healthCheck: {
+      passive: {
+        splitExternalLocalOriginErrors: true,
+        consecutiveLocalOriginFailures: 3,
+        consecutiveGatewayErrors: 3,
+        interval: '5s',
+        baseEjectionTime: '30s',
+        maxEjectionPercent: 100,
+      },
+    },
+    retry: {
+      numRetries: 2,
+      retryOn: { triggers: ['connect-failure', 'reset'] },
+      perRetry: { backOff: { baseInterval: '100ms', maxInterval: '1s' } },
+    },
+  };
+}
+
+function backendTrafficPolicy(ms: ModelService, header: string): KubeObject {
+  const name = ms.metadata.name ?? '';
+  return {
+    apiVersion: ENVOY_GATEWAY_API_VERSION,
+    kind: 'BackendTrafficPolicy',
+    metadata: metadata(ms, generatedNames(name).backendTrafficPolicy),
+    spec: {
+      targetSelectors: routeSelectors(name),
+      loadBalancer: { type: 'ConsistentHash', consistentHash: { type: 'Headers', headers: [{ name: header }] } },
+      ...fallbackSettings(ms),
+    },
+  };
+}
+
+const EXT_PROC_APP = 'modelplane-affinity-ext-proc';
+
+function extProcSelector(ms: ModelService): Record<string, string> {
+  return { 'app.kubernetes.io/name': EXT_PROC_APP, 'app.kubernetes.io/instance': generatedNames(ms.metadata.name ?? '').prefixHash };
+}
+
+function envoyExtensionPolicy(ms: ModelService): KubeObject {
+  const names = generatedNames(ms.metadata.name ?? '');
+  return {
+    apiVersion: ENVOY_GATEWAY_API_VERSION,
+    kind: 'EnvoyExtensionPolicy',
+    metadata: metadata(ms, names.prefixHash),
+    spec: {
+      targetSelectors: routeSelectors(ms.metadata.name ?? ''),
+      extProc: [
+        {
+          backendRefs: [{ group: '', kind: 'Service', name: names.prefixHash, port: EXT_PROC_PORT }],
+          processingMode: { request: { body: 'BufferedPartial' } },
+          // Envoy's default budget per message; in BufferedPartial mode it holds the headers until our answer.
+          messageTimeout: '200ms',
+          // A hasher outage costs locality, never availability.
+          failOpen: true,
+        },
+      ],
+    },
+  };
+}
+
+function extProcService(ms: ModelService): KubeObject {
+  const name = generatedNames(ms.metadata.name ?? '').prefixHash;
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: metadata(ms, name, extProcSelector(ms)),
+    spec: {
+      type: 'ClusterIP',
+      selector: extProcSelector(ms),
+      // Envoy Gateway dials ext_proc backends with HTTP/2 cleartext (gRPC).
+      ports: [{ name: 'grpc', port: EXT_PROC_PORT, targetPort: 'grpc', protocol: 'TCP', appProtocol: 'kubernetes.io/h2c' }],
+    },
+  };
+}
+
+function extProcDeployment(ms: ModelService, options: RenderOptions): KubeObject {
+  const name = generatedNames(ms.metadata.name ?? '').prefixHash;
+  const prefixBytes = ms.spec?.affinity?.prefixBytes;
+  const selector = extProcSelector(ms);
+  const grpcProbe = { grpc: { port: EXT_PROC_PORT } };
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: metadata(ms, name, selector),
+    spec: {
+      replicas: EXT_PROC_REPLICAS,
+      selector: { matchLabels: selector },
+      template: {
+        metadata: { labels: { ...ownershipLabels(ms.metadata.name ?? ''), ...selector } },
+        spec: {
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } },
+          topologySpreadConstraints: [
+            { maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: selector } },
+          ],
+          containers: [
+            {
+              name: 'ext-proc',
+              image: options.extProcImage,
+              args: ['ext-proc', '--port', String(EXT_PROC_PORT), '--prefix-bytes', String(prefixBytes), '--metrics-port', String(EXT_PROC_METRICS_PORT)],
+              ports: [
+                { name: 'grpc', containerPort: EXT_PROC_PORT, protocol: 'TCP' },
+                { name: 'metrics', containerPort: EXT_PROC_METRICS_PORT, protocol: 'TCP' },
+              ],
+              readinessProbe: { ...grpcProbe, periodSeconds: 5 },
+              livenessProbe: { ...grpcProbe, periodSeconds: 10, failureThreshold: 3 },
+              resources: { requests: { cpu: '100m', memory: '64Mi' }, limits: { cpu: '1', memory: '256Mi' } },
+              securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+            },
+          ],
+          // Longer than the hasher's drain on SIGTERM, so open streams finish.
+          terminationGracePeriodSeconds: 30,
+        },
+      },
+    },
+  };
+}
+
+function extProcPodDisruptionBudget(ms: ModelService): KubeObject {
+  const name = generatedNames(ms.metadata.name ?? '').prefixHash;
+  return {
+    apiVersion: 'policy/v1',
+    kind: 'PodDisruptionBudget',
+    metadata: metadata(ms, name, extProcSelector(ms)),
+    spec: { minAvailable: 1, selector: { matchLabels: extProcSelector(ms) } },
+  };
+}
+
+const KIND_ORDER: string[] = GENERATED_KINDS.map((k) => k.kind);
+
+/** Sorted by kind (apply order) then name, so output never reorders by accident. */
+export function sortObjects(objects: KubeObject[]): KubeObject[] {
+  return [...objects].sort(
+    (a, b) => KIND_ORDER.indexOf(a.kind) - KIND_ORDER.indexOf(b.kind) || String(a.metadata.name).localeCompare(String(b.metadata.name)),
+  );
+}
+
+/** The objects a defaulted, valid ModelService needs. None → nothing (earlier objects are pruned). */
+export function desiredObjects(ms: ModelService, options: RenderOptions): KubeObject[] {
+  const header = hashHeader(ms);
+  if (header === undefined) return [];
+  const objects = [backendTrafficPolicy(ms, header)];
+  if (affinityType(ms) === 'PrefixHash') {
+    objects.push(envoyExtensionPolicy(ms), extProcService(ms), extProcDeployment(ms, options), extProcPodDisruptionBudget(ms));
+  }
+  return sortObjects(objects);
+}
+
+export interface RenderResult {
+  /** The ModelService with defaults applied. */
+  modelService: ModelService;
+  objects: KubeObject[];
+  warnings: string[];
+  errors: FieldError[];
+}
+
+/** Defaults, validates, and renders: the one path from a ModelService to gateway objects. */
+export function render(ms: ModelService, options: RenderOptions): RenderResult {
+  const modelService = applyDefaults(ms);
+  const { errors, warnings }: ValidationResult = validate(modelService);
+  return { modelService, objects: errors.length === 0 ? desiredObjects(modelService, options) : [], warnings, errors };
+}
