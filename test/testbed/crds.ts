@@ -20,10 +20,9 @@ export async function gatewayCrdFiles(): Promise<string[]> {
  * annotation of client-side apply. Waits until every CRD is Established.
  */
 export async function installCrds(k: Kubectl, files: string[]): Promise<void> {
-  const names: string[] = [];
-  for (const file of files) {
-    const out = await k.kubectlOk(['apply', '--server-side', '--force-conflicts', '-o', 'name', '-f', file], { timeoutMs: 120_000 });
-    names.push(...out.split('\n').filter((l) => l.trim() !== ''));
-  }
+  const out = await k.kubectlOk(['apply', '--server-side', '--force-conflicts', '-o', 'name', ...files.flatMap((f) => ['-f', f])], {
+    timeoutMs: 180_000,
+  });
+  const names = out.split('\n').filter((l) => l.trim() !== '');
   await k.kubectlOk(['wait', '--for=condition=Established', '--timeout=60s', ...names], { timeoutMs: 90_000 });
 }
