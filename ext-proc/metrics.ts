@@ -12,6 +12,8 @@ export interface ExtProcMetrics {
   outcomes: Counter<'outcome'>;
   errors: Counter<'reason'>;
   handling: Histogram<'message'>;
+  /** Counts an answered message; label children are cached (a lookup by label set costs more than the hash). */
+  answered(outcome: Outcome, message: string, seconds: number): void;
 }
 
 export function createMetrics(): ExtProcMetrics {
@@ -34,19 +36,30 @@ export function createMetrics(): ExtProcMetrics {
   // Start every series at zero so dashboards and rate() see them from the first scrape.
   for (const outcome of ['hashed', 'no-body', 'headers-answered', 'passed-through'] satisfies Outcome[]) outcomes.inc({ outcome }, 0);
   for (const reason of ['undecodable', 'too-large', 'empty-message', 'out-of-order'] satisfies ErrorReason[]) errors.inc({ reason }, 0);
+  const handling = new Histogram({
+    name: 'ext_proc_message_handling_seconds',
+    help: 'Time from receiving a decoded ext_proc message to handing its answer to gRPC (Envoy waits 200 ms by default)',
+    labelNames: ['message'],
+    buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.2],
+    registers: [registry],
+  });
+  const outcomeChildren = new Map<string, { inc(): void }>();
+  const handlingChildren = new Map<string, { observe(value: number): void }>();
   return {
     registry,
     streamsStarted: new Counter({ name: 'ext_proc_streams_total', help: 'ext_proc streams opened by Envoy', registers: [registry] }),
     streamsOpen: new Gauge({ name: 'ext_proc_streams_open', help: 'ext_proc streams open now', registers: [registry] }),
     outcomes,
     errors,
-    handling: new Histogram({
-      name: 'ext_proc_message_handling_seconds',
-      help: 'Time from receiving a decoded ext_proc message to handing its answer to gRPC (Envoy waits 200 ms by default)',
-      labelNames: ['message'],
-      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.2],
-      registers: [registry],
-    }),
+    handling,
+    answered(outcome, message, seconds) {
+      let counter = outcomeChildren.get(outcome);
+      if (counter === undefined) outcomeChildren.set(outcome, (counter = outcomes.labels({ outcome })));
+      counter.inc();
+      let histogram = handlingChildren.get(message);
+      if (histogram === undefined) handlingChildren.set(message, (histogram = handling.labels({ message })));
+      histogram.observe(seconds);
+    },
   };
 }
 

@@ -85,8 +85,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
       }
       stream.phase = result.phase;
       call.write(result.response);
-      metrics.outcomes.inc({ outcome: result.outcome });
-      metrics.handling.observe({ message: decoded.ok ? (decoded.request.request ?? 'none') : 'none' }, Number(process.hrtime.bigint() - started) / 1e9);
+      metrics.answered(result.outcome, decoded.ok ? (decoded.request.request ?? 'none') : 'none', Number(process.hrtime.bigint() - started) / 1e9);
       if (draining && isIdle(stream.phase)) end(stream);
     });
     // Envoy half-closed: nothing more will come, so close our side cleanly.

@@ -1,0 +1,422 @@
+// Benchmark: our ext_proc prefix hasher against the Gateway API Inference
+// Extension's body-based router (BBR v1.5.0, non-streaming, plaintext), the
+// closest production peer (an ext_proc that reads the body and sets a routing
+// header). Same machine, same run, same load generator; each server pinned
+// to core 0, the load generator (this process) and the test bed's control
+// plane (BBR needs an API server) on core 1.
+//
+// One ext_proc stream per request, played as Envoy Gateway plays it: request
+// headers, wait for the answer, one body message (end_of_stream), wait for the
+// answer, half-close. Reported per body size (4 KiB and 32 KiB of OpenAI chat
+// JSON): requests/s at saturation (closed loop, best of several
+// concurrencies), p50/p99 of the exchange at half that rate (open loop, fixed
+// arrival schedule, latency from the scheduled start), and server RSS with
+// 1,000 open streams. ghz (a Go load generator that pipelines the messages
+// without waiting, unlike Envoy) gives a second saturation figure.
+//
+// Every server listens on loopback only: the measuring part runs in a fresh
+// network namespace whose only interface is lo (BBR binds all interfaces).
+//
+//   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 1] [--skip-ghz]
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { EnvoyStream, bodyMessage, connectExtProc, headersMessage, type ExtProcClient, type HeaderList } from '../ext-proc/envoy-harness.ts';
+import type { ProcessingResponse } from '../ext-proc/protocol.ts';
+import { startControlPlane } from '../test/testbed/control-plane.ts';
+import { ETCD_TOOLS, KUBE_TOOLS, REPO_ROOT, ensureGoTools, type GoToolsModule } from '../test/testbed/go-tools.ts';
+import { freePort, startProcess, type ManagedProcess } from '../test/testbed/processes.ts';
+
+export const BENCH_TOOLS: GoToolsModule = {
+  module: 'bench',
+  binaries: [
+    { name: 'bbr', pkg: 'sigs.k8s.io/gateway-api-inference-extension/cmd/bbr' },
+    { name: 'ghz', pkg: 'github.com/bojand/ghz/cmd/ghz' },
+  ],
+};
+
+const SERVER_CORE = '0';
+const CLIENT_CORE = '1';
+const PREFIX_BYTES = 1024;
+const BODY_SIZES = [4096, 32768];
+const CONCURRENCIES = [16, 64, 256];
+const CONNECTIONS = 2;
+const OPEN_STREAMS = 1000;
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '1' },
+    'skip-ghz': { type: 'boolean', default: false },
+    inner: { type: 'boolean', default: false },
+  },
+});
+const SECONDS = Number(args.seconds);
+
+/** An OpenAI chat-completion body of exactly `size` bytes. */
+export function chatBody(size: number): Buffer {
+  const envelope = (content: string) =>
+    JSON.stringify({
+      model: 'kimi-k2',
+      messages: [
+        { role: 'system', content: 'You are a helpful assistant. Answer briefly and cite the documents you use.' },
+        { role: 'user', content },
+      ],
+      stream: true,
+      temperature: 0.7,
+    });
+  const words = 'the cluster keeps the prefix of this conversation warm so the next turn starts fast ';
+  let content = '';
+  while (Buffer.byteLength(envelope(content)) < size) content += words;
+  content = content.slice(0, content.length - (Buffer.byteLength(envelope(content)) - size));
+  const body = Buffer.from(envelope(content));
+  if (body.length !== size) throw new Error(`built a ${body.length}-byte body, wanted ${size}`);
+  return body;
+}
+
+const HEADERS: HeaderList = [
+  [':authority', 'gateway.example.com'],
+  [':method', 'POST'],
+  [':path', '/v1/chat/completions'],
+  [':scheme', 'https'],
+  ['content-type', 'application/json'],
+  ['authorization', 'Bearer sk-redacted'],
+  ['user-agent', 'OpenAI/Python 1.99.0'],
+  ['x-request-id', '2f1c7e4a-6b1d-4d0e-9a53-3b9b0c6f1e22'],
+];
+
+interface Target {
+  name: string;
+  port: number;
+  process: ManagedProcess;
+  /** Does this body answer carry the header the server exists to set? */
+  answered(response: ProcessingResponse | undefined): boolean;
+}
+
+function setHeaderKeys(response: ProcessingResponse | undefined): string[] {
+  return (response?.request_body?.response?.header_mutation?.set_headers ?? []).map((h) => h.header?.key?.toLowerCase() ?? '');
+}
+
+function clients(port: number): ExtProcClient[] {
+  // Separate subchannel pools, so each client is its own HTTP/2 connection.
+  return Array.from({ length: CONNECTIONS }, () => connectExtProc(`127.0.0.1:${port}`, { channel: { 'grpc.use_local_subchannel_pool': 1 } }));
+}
+
+/** One request as Envoy plays it; resolves with the time the body answer came back. */
+async function exchange(client: ExtProcClient, body: Buffer, target: Target): Promise<{ ok: boolean; stream: EnvoyStream }> {
+  const stream = new EnvoyStream(client);
+  const headersAnswer = await stream.send(headersMessage(HEADERS, false));
+  if (headersAnswer?.request_headers === undefined) return { ok: false, stream };
+  const bodyAnswer = await stream.send(bodyMessage(body, true));
+  return { ok: target.answered(bodyAnswer), stream };
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+function rssMiB(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
+  return Number(line?.split(/\s+/)[1] ?? Number.NaN) / 1024;
+}
+
+interface Saturation {
+  rps: number;
+  /** Server CPU time per request: holds steadier than req/s when other work shares the machine. */
+  cpuMsPerRequest: number;
+  concurrency: number;
+  serverCpu: number;
+  clientCpu: number;
+  failures: number;
+}
+
+async function closedLoop(target: Target, body: Buffer, concurrency: number): Promise<Saturation> {
+  const pool = clients(target.port);
+  let done = 0;
+  let failures = 0;
+  let measuring = false;
+  let stop = false;
+  const worker = async (i: number) => {
+    const client = pool[i % pool.length] as ExtProcClient;
+    while (!stop) {
+      const { ok, stream } = await exchange(client, body, target);
+      stream.halfClose();
+      if (measuring) {
+        if (ok) done++;
+        else failures++;
+      }
+      if (!ok) await stream.status;
+    }
+  };
+  const workers = Array.from({ length: concurrency }, (_, i) => worker(i));
+  await sleep(1000);
+  measuring = true;
+  const pid = target.process.child.pid as number;
+  const server0 = cpuSeconds(pid);
+  const client0 = process.cpuUsage();
+  const t0 = performance.now();
+  await sleep(SECONDS * 1000);
+  measuring = false;
+  const elapsed = (performance.now() - t0) / 1000;
+  const serverCpu = (cpuSeconds(pid) - server0) / elapsed;
+  const clientUsage = process.cpuUsage(client0);
+  stop = true;
+  await Promise.all(workers);
+  for (const client of pool) client.close();
+  return { rps: done / elapsed, cpuMsPerRequest: (1000 * serverCpu * elapsed) / Math.max(1, done), concurrency, serverCpu, clientCpu: (clientUsage.user + clientUsage.system) / 1e6 / elapsed, failures };
+}
+
+interface Latency {
+  rate: number;
+  p50: number;
+  p99: number;
+  achieved: number;
+  failures: number;
+}
+
+/** Open loop at a fixed rate: arrivals on a schedule, latency from the scheduled start to the body answer. */
+async function openLoop(target: Target, body: Buffer, rate: number): Promise<Latency> {
+  const pool = clients(target.port);
+  // Warm the connections up.
+  await Promise.all(pool.map(async (client) => (await exchange(client, body, target)).stream.halfClose()));
+  const total = Math.round(rate * SECONDS);
+  const latencies: number[] = [];
+  let failures = 0;
+  const inflight: Array<Promise<void>> = [];
+  const start = performance.now() + 10;
+  let next = 0;
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      while (next < total && start + (next * 1000) / rate <= now) {
+        const scheduled = start + (next * 1000) / rate;
+        const client = pool[next % pool.length] as ExtProcClient;
+        next++;
+        inflight.push(
+          exchange(client, body, target).then(({ ok, stream }) => {
+            latencies.push(performance.now() - scheduled);
+            if (!ok) failures++;
+            stream.halfClose();
+          }),
+        );
+      }
+      if (next >= total) resolve();
+      else setImmediate(tick);
+    };
+    tick();
+  });
+  await Promise.all(inflight);
+  const elapsed = (performance.now() - start) / 1000;
+  for (const client of pool) client.close();
+  latencies.sort((a, b) => a - b);
+  return { rate, p50: percentile(latencies, 50), p99: percentile(latencies, 99), achieved: latencies.length / elapsed, failures };
+}
+
+interface Memory {
+  idleMiB: number;
+  openMiB: number;
+  opened: number;
+}
+
+/** RSS once warm and idle, then with 1,000 streams open, each past its body answer (as while Envoy waits for the upstream). */
+async function memory(target: Target, body: Buffer): Promise<Memory> {
+  const pid = target.process.child.pid as number;
+  const pool = clients(target.port);
+  for (let i = 0; i < 200; i++) (await exchange(pool[i % pool.length] as ExtProcClient, body, target)).stream.halfClose();
+  await sleep(1000);
+  const idleMiB = rssMiB(pid);
+  const streams: EnvoyStream[] = [];
+  let opened = 0;
+  for (let batch = 0; batch < OPEN_STREAMS / 100; batch++) {
+    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => exchange(pool[i % pool.length] as ExtProcClient, body, target)));
+    for (const { ok, stream } of results) {
+      streams.push(stream);
+      if (ok) opened++;
+    }
+  }
+  await sleep(1000);
+  const openMiB = rssMiB(pid);
+  for (const stream of streams) stream.halfClose();
+  await Promise.all(streams.map((s) => s.status));
+  for (const client of pool) client.close();
+  return { idleMiB, openMiB, opened };
+}
+
+function ghzRps(ghz: string, port: number, body: Buffer): number {
+  const deps = join(REPO_ROOT, 'node_modules', '@grpc', 'grpc-js-xds', 'deps');
+  const messages = [
+    { request_headers: { headers: { headers: HEADERS.map(([key, value]) => ({ key, raw_value: Buffer.from(value).toString('base64') })) } } },
+    { request_body: { body: body.toString('base64'), end_of_stream: true } },
+  ];
+  const out = execFileSync(
+    'taskset',
+    [
+      '-c', CLIENT_CORE, ghz, '--insecure', '--format', 'json',
+      '--proto', 'envoy/service/ext_proc/v3/external_processor.proto',
+      '-i', ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => join(deps, d)).join(','),
+      '--call', 'envoy.service.ext_proc.v3.ExternalProcessor/Process',
+      '-d', JSON.stringify(messages),
+      '-c', '64', '--connections', String(CONNECTIONS), '-z', `${SECONDS}s`,
+      `127.0.0.1:${port}`,
+    ],
+    { maxBuffer: 256 * 1024 * 1024 },
+  ).toString();
+  const report = JSON.parse(out) as { rps: number; statusCodeDistribution?: Record<string, number> };
+  const bad = Object.entries(report.statusCodeDistribution ?? {}).filter(([code]) => code !== 'OK');
+  if (bad.length > 0) throw new Error(`ghz saw non-OK statuses: ${JSON.stringify(bad)}`);
+  return report.rps;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitReady(target: Target): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  const [client] = clients(target.port);
+  while (Date.now() < deadline) {
+    try {
+      const { ok, stream } = await Promise.race([exchange(client as ExtProcClient, chatBody(4096), target), sleep(2000).then(() => ({ ok: false, stream: undefined }))]);
+      stream?.halfClose();
+      if (ok) {
+        client?.close();
+        return;
+      }
+    } catch {
+      /* not up yet */
+    }
+    await sleep(500);
+  }
+  throw new Error(`${target.name} did not answer within 120 s:\n${target.process.tail()}`);
+}
+
+interface Result {
+  name: string;
+  size: number;
+  saturation: Saturation;
+  latency: Latency;
+  ghz: number | undefined;
+  memory: Memory;
+}
+
+async function measureTarget(start: () => Promise<Target>, ghz: string | undefined): Promise<Result[]> {
+  const results: Result[] = [];
+  for (const size of BODY_SIZES) {
+    // A fresh server per body size, so memory and GC state start the same.
+    const target = await start();
+    try {
+      await waitReady(target);
+      const body = chatBody(size);
+      const mem = await memory(target, body);
+      let best: Saturation | undefined;
+      for (const concurrency of CONCURRENCIES) {
+        const s = await closedLoop(target, body, concurrency);
+        process.stderr.write(`  ${target.name} ${size} B c=${concurrency}: ${s.rps.toFixed(0)} req/s, ${s.cpuMsPerRequest.toFixed(3)} CPU ms/req, server CPU ${(100 * s.serverCpu).toFixed(0)}%, client CPU ${(100 * s.clientCpu).toFixed(0)}%, failures ${s.failures}\n`);
+        if (best === undefined || s.rps > best.rps) best = s;
+      }
+      if (best === undefined) throw new Error('no saturation run');
+      const latency = await openLoop(target, body, best.rps / 2);
+      process.stderr.write(`  ${target.name} ${size} B at ${latency.rate.toFixed(0)} req/s: p50 ${latency.p50.toFixed(2)} ms, p99 ${latency.p99.toFixed(2)} ms\n`);
+      const ghzResult = ghz === undefined ? undefined : ghzRps(ghz, target.port, body);
+      results.push({ name: target.name, size, saturation: best, latency, ghz: ghzResult, memory: mem });
+    } finally {
+      await target.process.stop();
+    }
+  }
+  return results;
+}
+
+function report(results: Result[]): string {
+  const lines = [
+    '| server | body | req/s at saturation (concurrency) | server CPU | server CPU ms per request | load-generator CPU | p50 / p99 at half rate | ghz req/s (pipelined) | RSS idle → 1,000 open streams |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const r of results) {
+    lines.push(
+      `| ${r.name} | ${r.size / 1024} KiB | ${r.saturation.rps.toFixed(0)} (${r.saturation.concurrency}) | ${(100 * r.saturation.serverCpu).toFixed(0)}% | ${r.saturation.cpuMsPerRequest.toFixed(3)} | ${(100 * r.saturation.clientCpu).toFixed(0)}% | ` +
+        `${r.latency.p50.toFixed(2)} / ${r.latency.p99.toFixed(2)} ms at ${r.latency.rate.toFixed(0)} req/s | ${r.ghz === undefined ? '—' : r.ghz.toFixed(0)} | ` +
+        `${r.memory.idleMiB.toFixed(0)} → ${r.memory.openMiB.toFixed(0)} MiB (${r.memory.opened} open) |`,
+    );
+  }
+  lines.push('');
+  for (const size of BODY_SIZES) {
+    const ours = results.filter((r) => r.size === size && r.name === 'prefix hasher');
+    const bbr = results.filter((r) => r.size === size && r.name === 'BBR');
+    const best = (rs: Result[]) => Math.max(...rs.map((r) => r.saturation.rps));
+    const cpu = (rs: Result[]) => Math.min(...rs.map((r) => r.saturation.cpuMsPerRequest));
+    if (ours.length > 0 && bbr.length > 0) {
+      lines.push(
+        `- ${size / 1024} KiB: prefix hasher / BBR throughput = ${(best(ours) / best(bbr)).toFixed(2)}×; CPU per request, BBR / prefix hasher = ${(cpu(bbr) / cpu(ours)).toFixed(2)}×`,
+      );
+    }
+  }
+  return lines.join('\n');
+}
+
+async function inner(): Promise<void> {
+  const [benchBin] = await Promise.all([ensureGoTools(BENCH_TOOLS)]);
+  const controlPlane = await startControlPlane();
+  const scratch = controlPlane.dir;
+  try {
+    const startHasher = async (): Promise<Target> => {
+      const port = await freePort();
+      const metricsPort = await freePort();
+      const proc = startProcess(
+        'taskset',
+        ['-c', SERVER_CORE, process.execPath, join(REPO_ROOT, 'ext-proc', 'standalone.ts'), 'ext-proc', '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES)],
+        join(scratch, `hasher-${port}.log`),
+      );
+      return { name: 'prefix hasher', port, process: proc, answered: (r) => setHeaderKeys(r).includes('x-prompt-hash') };
+    };
+    const startBbr = async (): Promise<Target> => {
+      const [port, healthPort, metricsPort] = [await freePort(), await freePort(), await freePort()];
+      const proc = startProcess(
+        'taskset',
+        [
+          '-c', SERVER_CORE, join(benchBin, 'bbr'),
+          '--secure-serving=false', '--tracing=false', '--metrics-endpoint-auth=false', '--enable-pprof=false',
+          '--grpc-port', String(port), '--grpc-health-port', String(healthPort), '--metrics-port', String(metricsPort),
+        ],
+        join(scratch, `bbr-${port}.log`),
+        { ...process.env, KUBECONFIG: controlPlane.kubeconfig },
+      );
+      // BBR copies the body's "model" into X-Gateway-Model-Name.
+      return { name: 'BBR', port, process: proc, answered: (r) => setHeaderKeys(r).includes('x-gateway-model-name') };
+    };
+    const ghz = args['skip-ghz'] ? undefined : join(benchBin, 'ghz');
+    const results: Result[] = [];
+    for (let round = 0; round < Number(args.rounds); round++) {
+      results.push(...(await measureTarget(startHasher, ghz)));
+      results.push(...(await measureTarget(startBbr, ghz)));
+    }
+    process.stdout.write(`${report(results)}\n`);
+  } finally {
+    await controlPlane.stop();
+  }
+}
+
+async function outer(): Promise<void> {
+  // Builds need the module proxy, so they happen before entering the namespace.
+  await Promise.all([ensureGoTools(BENCH_TOOLS), ensureGoTools(KUBE_TOOLS), ensureGoTools(ETCD_TOOLS)]);
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  const goVersion = spawnSync('go', ['version']).stdout.toString().trim();
+  process.stdout.write(`Machine: ${cpus().length} × ${cpu}; Node ${process.version}; ${goVersion}; load average before: ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n\n`);
+  const child = spawn(
+    'unshare',
+    ['--net', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', 'taskset', '-c', CLIENT_CORE, process.execPath, import.meta.filename, '--inner', ...process.argv.slice(2)],
+    { stdio: 'inherit' },
+  );
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (exitCode) => resolve(exitCode)));
+  process.stdout.write(`\nLoad average after: ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+  process.exitCode = code ?? 1;
+}
+
+if (args.inner) await inner();
+else await outer();
