@@ -1,7 +1,9 @@
 // The `modelplane-affinity` command line (SPEC §5). Each subcommand lives with
 // its I/O shell and registers itself here.
 import { Command } from 'commander';
+import { registerReconcileCommands } from '../reconciler/command.ts';
 import { registerWebhookCommand } from '../webhook/command.ts';
+import { registerRenderCommand } from './render-command.ts';
 
 export function buildProgram(): Command {
   const program = new Command('modelplane-affinity')
@@ -9,6 +11,8 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerWebhookCommand(program);
+  registerReconcileCommands(program);
+  registerRenderCommand(program);
   return program;
 }
 

@@ -1,0 +1,250 @@
+// The reconciler's I/O shell: informers feed a keyed queue; each key is
+// reconciled by rendering the desired objects (src/render.ts, the same function
+// `render` prints), applying them with server-side apply, pruning what this
+// ModelService controls but no longer needs, and reporting AffinityReady.
+import { type KubeConfig, type KubernetesObject, makeInformer, type Informer, type ObjectCache } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { AFFINITY_READY, type ConditionInput, Reasons, setAffinityReady } from '../src/conditions.ts';
+import { formatFieldError } from '../src/field-errors.ts';
+import {
+  type KubeObject,
+  MODEL_SERVICE_API_VERSION,
+  MODEL_SERVICE_KIND,
+  MODEL_SERVICE_PLURAL,
+  type ModelService,
+} from '../src/model-service.ts';
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE } from '../src/naming.ts';
+import { objectKey, objectsToPrune } from '../src/ownership.ts';
+import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions, render } from '../src/render.ts';
+import { FIELD_MANAGER, KubeApiError, KubeClient } from './kube.ts';
+import { WorkQueue } from './queue.ts';
+
+export interface ReconcilerOptions extends RenderOptions {
+  logger: Logger;
+  workers?: number;
+}
+
+type Cache<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
+
+const PLURAL_BY_KIND = new Map<string, string>(GENERATED_KINDS.map((k) => [k.kind, k.plural]));
+
+function keyOf(namespace: string | undefined, name: string | undefined): string {
+  return `${namespace ?? ''}/${name ?? ''}`;
+}
+
+export class Reconciler {
+  private readonly kc: KubeConfig;
+  private readonly client: KubeClient;
+  private readonly options: ReconcilerOptions;
+  private readonly logger: Logger;
+  private readonly queue = new WorkQueue();
+  private modelServices?: Cache<ModelService & KubernetesObject>;
+  private readonly owned = new Map<string, Cache<KubeObject & KubernetesObject>>();
+  private readonly started: Promise<void>[] = [];
+  private stopped = false;
+  private synced = false;
+  private readonly restartTimers = new Set<NodeJS.Timeout>();
+  private workersDone: Promise<void[]> | undefined;
+
+  constructor(kc: KubeConfig, options: ReconcilerOptions) {
+    this.kc = kc;
+    this.client = new KubeClient(kc);
+    this.options = options;
+    this.logger = options.logger;
+  }
+
+  /** True once every informer has listed at least once. */
+  isSynced(): boolean {
+    return this.synced;
+  }
+
+  private informer<T extends KubernetesObject>(apiVersion: string, kind: string, plural: string, labelSelector?: string): Cache<T> {
+    const path = `${apiVersion.includes('/') ? `/apis/${apiVersion}` : `/api/${apiVersion}`}/${plural}`;
+    const list = async () => {
+      const result = await this.client.list<T>({ apiVersion, plural }, labelSelector);
+      // List items carry no apiVersion/kind; the rest of the code relies on them.
+      return { ...result, items: result.items.map((item) => ({ ...item, apiVersion, kind })) } as never;
+    };
+    const informer = makeInformer<T>(this.kc, path, list, labelSelector);
+    let failures = 0;
+    informer.on('error', (error: unknown) => {
+      if (this.stopped) return;
+      const delay = Math.min(30_000, 500 * 2 ** failures++);
+      this.logger.warn({ kind, error: (error as Error)?.message ?? String(error), retryInMs: delay }, 'watch failed; restarting');
+      const timer = setTimeout(() => {
+        this.restartTimers.delete(timer);
+        if (!this.stopped) informer.start().catch(() => undefined);
+      }, delay);
+      this.restartTimers.add(timer);
+    });
+    informer.on('connect', () => (failures = 0));
+    return informer;
+  }
+
+  async start(): Promise<void> {
+    this.modelServices = this.informer<ModelService & KubernetesObject>(MODEL_SERVICE_API_VERSION, MODEL_SERVICE_KIND, MODEL_SERVICE_PLURAL);
+    const enqueueModelService = (ms: KubernetesObject) => this.queue.add(keyOf(ms.metadata?.namespace, ms.metadata?.name));
+    this.modelServices.on('add', enqueueModelService);
+    this.modelServices.on('update', enqueueModelService);
+
+    for (const kind of GENERATED_KINDS) {
+      const informer = this.informer<KubeObject & KubernetesObject>(kind.apiVersion, kind.kind, kind.plural, `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`);
+      // A generated object changed or vanished: reconcile its owner (drift repair).
+      const enqueueOwner = (o: KubernetesObject) => {
+        const owner = o.metadata?.ownerReferences?.find((r) => r.controller && r.kind === MODEL_SERVICE_KIND);
+        if (owner) this.queue.add(keyOf(o.metadata?.namespace, owner.name));
+      };
+      informer.on('update', enqueueOwner);
+      informer.on('delete', enqueueOwner);
+      this.owned.set(kind.kind, informer);
+    }
+
+    const starts = [this.modelServices, ...this.owned.values()].map((informer, i) =>
+      informer.start().catch((error: Error) => {
+        // A missing Envoy Gateway CRD must not stop the rest; the error handler retries it.
+        this.logger.warn({ informer: i, error: error.message }, 'informer could not start yet; retrying');
+      }),
+    );
+    await Promise.all(starts);
+    this.synced = true;
+    const workers = this.options.workers ?? 4;
+    this.workersDone = Promise.all(Array.from({ length: workers }, () => this.worker()));
+    this.logger.info({ workers }, 'reconciler started');
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.queue.shutDown();
+    for (const timer of this.restartTimers) clearTimeout(timer);
+    for (const informer of [this.modelServices, ...this.owned.values()]) await informer?.stop();
+    await this.workersDone;
+    this.client.close();
+  }
+
+  private async worker(): Promise<void> {
+    for (;;) {
+      const key = await this.queue.get();
+      if (key === undefined) return;
+      try {
+        await this.reconcile(key);
+        this.queue.forget(key);
+      } catch (error) {
+        const retryInMs = this.queue.addRateLimited(key);
+        this.logger.warn({ key, error: (error as Error).message, retryInMs }, 'reconcile failed; will retry');
+      } finally {
+        this.queue.done(key);
+      }
+    }
+  }
+
+  /** One pass for one ModelService. Throws to be retried with backoff. */
+  async reconcile(key: string): Promise<void> {
+    const [namespace, name] = key.split('/') as [string, string];
+    const ms = this.modelServices?.get(name, namespace);
+    // Deleted: the garbage collector removes what it owned (ownerReferences).
+    if (!ms || ms.metadata.deletionTimestamp || !ms.metadata.uid) return;
+
+    const result = render(ms, this.options);
+    if (result.errors.length > 0) {
+      // Leave existing objects alone: an invalid spec is a user error to fix, not a reason to drop traffic settings.
+      const message = result.errors.map(formatFieldError).join('; ');
+      await this.report(ms, { status: 'False', reason: Reasons.InvalidSpec, message }, 'Warning');
+      return;
+    }
+
+    const applied: string[] = [];
+    try {
+      for (const object of result.objects) {
+        await this.client.apply(this.refFor(object), object);
+        applied.push(`${object.kind} ${object.metadata.name}`);
+      }
+      const pruned = await this.prune(ms, result.objects);
+      if (pruned.length > 0) await this.event(ms, 'Normal', 'Pruned', `deleted ${pruned.join(', ')} (no longer needed)`);
+    } catch (error) {
+      const api = error instanceof KubeApiError ? error : undefined;
+      const missingGateway = api?.status === 404 && this.isGatewayKindError(error as Error);
+      const input: ConditionInput = missingGateway
+        ? {
+            status: 'False',
+            reason: Reasons.GatewayCRDsMissing,
+            message: `Envoy Gateway's policy kinds are not served by this cluster: install Envoy Gateway >= v1.9.0 (${(error as Error).message})`,
+          }
+        : { status: 'False', reason: Reasons.ApplyFailed, message: (error as Error).message };
+      await this.report(ms, { ...input, observedGeneration: ms.metadata.generation ?? 0 }, 'Warning').catch(() => undefined);
+      throw error;
+    }
+
+    const warnings = result.warnings.length > 0 ? `; warnings: ${result.warnings.join('; ')}` : '';
+    const input: ConditionInput =
+      result.objects.length === 0
+        ? { status: 'True', reason: Reasons.AffinityDisabled, message: `affinity type None: no gateway objects${warnings}` }
+        : { status: 'True', reason: Reasons.Applied, message: `applied ${applied.join(', ')}${warnings}` };
+    await this.report(ms, { ...input, observedGeneration: ms.metadata.generation ?? 0 }, result.warnings.length > 0 ? 'Warning' : 'Normal');
+  }
+
+  private isGatewayKindError(error: Error): boolean {
+    return error.message.includes(`/apis/${ENVOY_GATEWAY_API_VERSION}/`);
+  }
+
+  private refFor(object: KubeObject) {
+    const plural = PLURAL_BY_KIND.get(object.kind);
+    if (!plural) throw new Error(`no resource for kind ${object.kind}`);
+    return { apiVersion: object.apiVersion, plural, namespace: object.metadata.namespace, name: object.metadata.name };
+  }
+
+  private async prune(ms: ModelService, desired: KubeObject[]): Promise<string[]> {
+    const live: KubeObject[] = [];
+    for (const [kind, informer] of this.owned) {
+      const apiVersion = GENERATED_KINDS.find((k) => k.kind === kind)?.apiVersion ?? '';
+      for (const o of informer.list(ms.metadata.namespace)) live.push({ ...o, apiVersion, kind });
+    }
+    const pruned: string[] = [];
+    for (const object of objectsToPrune(live, desired, ms.metadata.uid ?? '')) {
+      try {
+        await this.client.delete(this.refFor(object), object.metadata.uid ?? '');
+      } catch (error) {
+        // Already gone (or replaced): nothing of ours to delete.
+        if (!(error instanceof KubeApiError && (error.status === 404 || error.status === 409))) throw error;
+      }
+      pruned.push(`${object.kind} ${object.metadata.name}`);
+      this.logger.info({ object: objectKey(object) }, 'pruned');
+    }
+    return pruned;
+  }
+
+  /** Writes AffinityReady (only on change) and an Event on each change. */
+  private async report(ms: ModelService, input: ConditionInput, eventType: 'Normal' | 'Warning'): Promise<void> {
+    const condition = setAffinityReady(ms.status?.conditions, input, new Date());
+    if (!condition) return;
+    await this.client.apply(
+      { apiVersion: MODEL_SERVICE_API_VERSION, plural: MODEL_SERVICE_PLURAL, namespace: ms.metadata.namespace, name: ms.metadata.name, subresource: 'status' },
+      { apiVersion: MODEL_SERVICE_API_VERSION, kind: MODEL_SERVICE_KIND, metadata: { name: ms.metadata.name, namespace: ms.metadata.namespace }, status: { conditions: [condition] } },
+    );
+    await this.event(ms, eventType, input.reason, input.message);
+    this.logger.info({ modelService: keyOf(ms.metadata.namespace, ms.metadata.name), condition: AFFINITY_READY, status: input.status, reason: input.reason }, input.message);
+  }
+
+  private async event(ms: ModelService, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+    await this.client
+      .create(
+        { apiVersion: 'v1', plural: 'events', namespace: ms.metadata.namespace },
+        {
+          apiVersion: 'v1',
+          kind: 'Event',
+          metadata: { generateName: `${ms.metadata.name}.`, namespace: ms.metadata.namespace },
+          involvedObject: { apiVersion: MODEL_SERVICE_API_VERSION, kind: MODEL_SERVICE_KIND, name: ms.metadata.name, namespace: ms.metadata.namespace, uid: ms.metadata.uid },
+          type,
+          reason,
+          message: message.slice(0, 1024),
+          source: { component: FIELD_MANAGER },
+          reportingComponent: FIELD_MANAGER,
+          reportingInstance: process.env.HOSTNAME ?? FIELD_MANAGER,
+          firstTimestamp: now,
+          lastTimestamp: now,
+          count: 1,
+        },
+      )
+      .catch((error: Error) => this.logger.warn({ error: error.message }, 'could not record event'));
+  }
+}

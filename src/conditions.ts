@@ -1,0 +1,53 @@
+// The AffinityReady condition: reasons are constants so users and alerts can
+// match on them; computing the next conditions list is pure.
+import type { Condition } from './model-service.ts';
+
+export const AFFINITY_READY = 'AffinityReady';
+
+export const Reasons = {
+  /** Every generated object is applied and nothing stale remains. */
+  Applied: 'Applied',
+  /** The spec breaks a rule of SPEC §1 (the webhook was bypassed or not installed). */
+  InvalidSpec: 'InvalidSpec',
+  /** The API server refused an apply or delete; retried with backoff. */
+  ApplyFailed: 'ApplyFailed',
+  /** BackendTrafficPolicy/EnvoyExtensionPolicy kinds are not served: install Envoy Gateway >= v1.9.0. */
+  GatewayCRDsMissing: 'GatewayCRDsMissing',
+  /** type None: nothing to generate, earlier objects removed. */
+  AffinityDisabled: 'AffinityDisabled',
+} as const;
+export type Reason = (typeof Reasons)[keyof typeof Reasons];
+
+export interface ConditionInput {
+  status: 'True' | 'False';
+  reason: Reason;
+  message: string;
+  observedGeneration?: number;
+}
+
+/**
+ * Returns the conditions with AffinityReady set, or undefined when nothing
+ * changed (so the reconciler writes status only on a real change, and its own
+ * write does not trigger endless reconciles). lastTransitionTime moves only
+ * when the status flips.
+ */
+export function setAffinityReady(current: readonly Condition[] | undefined, input: ConditionInput, now: Date): Condition | undefined {
+  const existing = (current ?? []).find((c) => c.type === AFFINITY_READY);
+  if (
+    existing &&
+    existing.status === input.status &&
+    existing.reason === input.reason &&
+    existing.message === input.message &&
+    existing.observedGeneration === input.observedGeneration
+  ) {
+    return undefined;
+  }
+  return {
+    type: AFFINITY_READY,
+    status: input.status,
+    reason: input.reason,
+    message: input.message,
+    ...(input.observedGeneration !== undefined ? { observedGeneration: input.observedGeneration } : {}),
+    lastTransitionTime: existing && existing.status === input.status ? existing.lastTransitionTime : now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
+  };
+}
