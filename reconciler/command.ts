@@ -70,7 +70,7 @@ export async function runReconciler(flags: ReconcileFlags, logger: Logger, onRea
   const elector = new LeaderElector(client, {
     namespace: flags.leaderElectionNamespace ?? inClusterNamespace() ?? 'default',
     name: flags.leaderElectionId,
-    identity: `${hostname()}_${randomBytes(4).toString('hex')}`,
+    identity: `${process.env.HOSTNAME ?? hostname()}_${randomBytes(4).toString('hex')}`,
     leaseDurationMs: flags.leaseDuration,
     renewDeadlineMs: flags.renewDeadline,
     retryPeriodMs: flags.retryPeriod,

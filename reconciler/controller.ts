@@ -14,7 +14,7 @@ import {
   type ModelService,
 } from '../src/model-service.ts';
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE } from '../src/naming.ts';
-import { objectKey, objectsToPrune } from '../src/ownership.ts';
+import { isControlledBy, objectKey, objectsToPrune } from '../src/ownership.ts';
 import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions, render } from '../src/render.ts';
 import { FIELD_MANAGER, KubeApiError, KubeClient } from './kube.ts';
 import { WorkQueue } from './queue.ts';
@@ -154,9 +154,27 @@ export class Reconciler {
 
     const applied: string[] = [];
     try {
+      const conflicts: string[] = [];
       for (const object of result.objects) {
+        if (!(await this.mayWrite(object, ms.metadata.uid))) {
+          conflicts.push(`${object.kind} ${object.metadata.name}`);
+          continue;
+        }
         await this.client.apply(this.refFor(object), object);
         applied.push(`${object.kind} ${object.metadata.name}`);
+      }
+      if (conflicts.length > 0) {
+        await this.report(
+          ms,
+          {
+            status: 'False',
+            reason: Reasons.ObjectConflict,
+            message: `${conflicts.join(', ')} already exist and are not controlled by this ModelService; rename or delete them (they are left untouched)`,
+            observedGeneration: ms.metadata.generation ?? 0,
+          },
+          'Warning',
+        );
+        return;
       }
       const pruned = await this.prune(ms, result.objects);
       if (pruned.length > 0) await this.event(ms, 'Normal', 'Pruned', `deleted ${pruned.join(', ')} (no longer needed)`);
@@ -180,6 +198,19 @@ export class Reconciler {
         ? { status: 'True', reason: Reasons.AffinityDisabled, message: `affinity type None: no gateway objects${warnings}` }
         : { status: 'True', reason: Reasons.Applied, message: `applied ${applied.join(', ')}${warnings}` };
     await this.report(ms, { ...input, observedGeneration: ms.metadata.generation ?? 0 }, result.warnings.length > 0 ? 'Warning' : 'Normal');
+  }
+
+  /** Only objects we control, or that do not exist yet, are written: a namesake of someone else's is left alone. */
+  private async mayWrite(object: KubeObject, ownerUid: string): Promise<boolean> {
+    const cached = this.owned.get(object.kind)?.get(object.metadata.name ?? '', object.metadata.namespace);
+    if (cached) return isControlledBy(cached, ownerUid);
+    try {
+      const live = await this.client.get<KubeObject>(this.refFor(object));
+      return isControlledBy(live, ownerUid);
+    } catch (error) {
+      if (error instanceof KubeApiError && error.status === 404) return true;
+      throw error;
+    }
   }
 
   private isGatewayKindError(error: Error): boolean {

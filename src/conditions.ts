@@ -13,6 +13,8 @@ export const Reasons = {
   ApplyFailed: 'ApplyFailed',
   /** BackendTrafficPolicy/EnvoyExtensionPolicy kinds are not served: install Envoy Gateway >= v1.9.0. */
   GatewayCRDsMissing: 'GatewayCRDsMissing',
+  /** An object with a generated name exists but is not controlled by this ModelService; it is left untouched. */
+  ObjectConflict: 'ObjectConflict',
   /** type None: nothing to generate, earlier objects removed. */
   AffinityDisabled: 'AffinityDisabled',
 } as const;
