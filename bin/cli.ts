@@ -1,6 +1,7 @@
 // The `modelplane-affinity` command line (SPEC §5). Each subcommand lives with
 // its I/O shell and registers itself here.
 import { Command } from 'commander';
+import { registerExtProcCommand } from '../ext-proc/command.ts';
 import { registerReconcileCommands } from '../reconciler/command.ts';
 import { registerWebhookCommand } from '../webhook/command.ts';
 import { registerRenderCommand } from './render-command.ts';
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
   registerWebhookCommand(program);
   registerReconcileCommands(program);
   registerRenderCommand(program);
+  registerExtProcCommand(program);
   return program;
 }
 
