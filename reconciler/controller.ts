@@ -13,7 +13,8 @@ import {
   MODEL_SERVICE_PLURAL,
   type ModelService,
 } from '../src/model-service.ts';
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE } from '../src/naming.ts';
+import { CROSSPLANE_COMPOSITE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_SERVICE_LABEL, labelValue } from '../src/naming.ts';
+import { routeShapeWarnings } from '../src/route-shape.ts';
 import { isControlledBy, objectKey, objectsToPrune } from '../src/ownership.ts';
 import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions, render } from '../src/render.ts';
 import { FIELD_MANAGER, KubeApiError, KubeClient } from './kube.ts';
@@ -40,6 +41,8 @@ export class Reconciler {
   private readonly queue = new WorkQueue();
   private modelServices?: Cache<ModelService & KubernetesObject>;
   private readonly owned = new Map<string, Cache<KubeObject & KubernetesObject>>();
+  /** HTTPRoutes, read only to tell what failover their shape allows (src/route-shape.ts). */
+  private routes?: Cache<KubeObject & KubernetesObject>;
   private readonly started: Promise<void>[] = [];
   private stopped = false;
   private synced = false;
@@ -99,7 +102,16 @@ export class Reconciler {
       this.owned.set(kind.kind, informer);
     }
 
-    const starts = [this.modelServices, ...this.owned.values()].map((informer, i) =>
+    this.routes = this.informer<KubeObject & KubernetesObject>('gateway.networking.k8s.io/v1', 'HTTPRoute', 'httproutes');
+    const enqueueRouteOwners = (route: KubernetesObject) => {
+      const values = new Set([route.metadata?.labels?.[CROSSPLANE_COMPOSITE_LABEL], route.metadata?.labels?.[MODEL_SERVICE_LABEL]]);
+      for (const ms of this.modelServices?.list(route.metadata?.namespace) ?? []) {
+        if (values.has(labelValue(ms.metadata?.name ?? ''))) enqueueModelService(ms);
+      }
+    };
+    for (const verb of ['add', 'update', 'delete'] as const) this.routes.on(verb, enqueueRouteOwners);
+
+    const starts = [this.modelServices, ...this.owned.values(), this.routes].map((informer, i) =>
       informer.start().catch((error: Error) => {
         // A missing Envoy Gateway CRD must not stop the rest; the error handler retries it.
         this.logger.warn({ informer: i, error: error.message }, 'informer could not start yet; retrying');
@@ -116,7 +128,7 @@ export class Reconciler {
     this.stopped = true;
     this.queue.shutDown();
     for (const timer of this.restartTimers) clearTimeout(timer);
-    for (const informer of [this.modelServices, ...this.owned.values()]) await informer?.stop();
+    for (const informer of [this.modelServices, ...this.owned.values(), this.routes]) await informer?.stop();
     await this.workersDone;
     this.client.close();
   }
@@ -192,12 +204,15 @@ export class Reconciler {
       throw error;
     }
 
-    const warnings = result.warnings.length > 0 ? `; warnings: ${result.warnings.join('; ')}` : '';
+    const routeWarnings = routeShapeWarnings(ms, this.routes?.list(ms.metadata.namespace) ?? []);
+    const allWarnings = [...result.warnings, ...routeWarnings];
+    const warnings = allWarnings.length > 0 ? `; warnings: ${allWarnings.join('; ')}` : '';
+    const reason = routeWarnings.length > 0 ? Reasons.FailoverLimited : Reasons.Applied;
     const input: ConditionInput =
       result.objects.length === 0
         ? { status: 'True', reason: Reasons.AffinityDisabled, message: `affinity type None: no gateway objects${warnings}` }
-        : { status: 'True', reason: Reasons.Applied, message: `applied ${applied.join(', ')}${warnings}` };
-    await this.report(ms, { ...input, observedGeneration: ms.metadata.generation ?? 0 }, result.warnings.length > 0 ? 'Warning' : 'Normal');
+        : { status: 'True', reason, message: `applied ${applied.join(', ')}${warnings}` };
+    await this.report(ms, { ...input, observedGeneration: ms.metadata.generation ?? 0 }, allWarnings.length > 0 ? 'Warning' : 'Normal');
   }
 
   /** Only objects we control, or that do not exist yet, are written: a namesake of someone else's is left alone. */

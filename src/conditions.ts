@@ -7,6 +7,11 @@ export const AFFINITY_READY = 'AffinityReady';
 export const Reasons = {
   /** Every generated object is applied and nothing stale remains. */
   Applied: 'Applied',
+  /**
+   * Applied, but a selected HTTPRoute's shape limits what the gateway can do
+   * (fallback NextEndpoint cannot move keys, or the route is rejected); the message says how to fix it.
+   */
+  FailoverLimited: 'FailoverLimited',
   /** The spec breaks a rule of SPEC §1 (the webhook was bypassed or not installed). */
   InvalidSpec: 'InvalidSpec',
   /** The API server refused an apply or delete; retried with backoff. */

@@ -78,7 +78,12 @@ export function hashHeader(ms: ModelService): string | undefined {
 
 /**
  * NextEndpoint: passive health checking ejects a failing cluster's hosts, and
- * a retry on connect-failure/reset re-sends the request that found it down.
+ * a retry on connect-failure/reset re-sends the request that found it down
+ * (Envoy Gateway adds the previous_hosts predicate, so the retry goes to
+ * another host). At most half the hosts are ejected: with Envoy's default 50%
+ * panic threshold the remaining clusters keep the moved keys instead of the
+ * whole ring falling into panic. Keys move only when the route's backendRefs
+ * share one Maglev cluster (see src/route-shape.ts).
  */
 function fallbackSettings(ms: ModelService): Record<string, unknown> {
   if (ms.spec?.affinity?.fallback !== 'NextEndpoint') return {};
@@ -88,9 +93,10 @@ function fallbackSettings(ms: ModelService): Record<string, unknown> {
         splitExternalLocalOriginErrors: true,
         consecutiveLocalOriginFailures: 3,
         consecutiveGatewayErrors: 3,
+        consecutive5XxErrors: 5,
         interval: '5s',
         baseEjectionTime: '30s',
-        maxEjectionPercent: 100,
+        maxEjectionPercent: 50,
       },
     },
     retry: {

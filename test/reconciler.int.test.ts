@@ -137,6 +137,34 @@ describe('reconciler', () => {
     expect(btp?.spec.loadBalancer.type).toBe('RoundRobin');
   });
 
+  it('reports FailoverLimited while the selected route has per-backendRef filters, and Applied once they move to the rule', async () => {
+    const route = (filters: boolean) =>
+      stringify({
+        apiVersion: 'gateway.networking.k8s.io/v1',
+        kind: 'HTTPRoute',
+        metadata: { name: 'shaped', namespace: ns, labels: { 'crossplane.io/composite': 'shaped' } },
+        spec: {
+          parentRefs: [{ name: 'modelplane', namespace: 'modelplane-system' }],
+          rules: [
+            {
+              backendRefs: ['a', 'b'].map((c) => ({
+                name: `shaped-${c}`,
+                port: 80,
+                ...(filters ? { filters: [{ type: 'URLRewrite', urlRewrite: { hostname: `gw.${c}.example.com` } }] } : {}),
+              })),
+            },
+          ],
+        },
+      });
+    const reason = async () => (await getJson<{ status?: { conditions?: { reason: string; message: string }[] } }>('modelservice', 'shaped'))?.status?.conditions?.[0];
+    await tb.kubectlOk(['apply', '-f', '-'], { input: route(true) });
+    await tb.kubectlOk(['apply', '-f', '-'], { input: stringify(modelService('shaped', { type: 'Session', sessionHeader: 'X-User' })) });
+    await eventually('FailoverLimited', async () => (await reason())?.reason === 'FailoverLimited');
+    expect((await reason())?.message).toContain(`NextEndpoint is limited on route ${ns}/shaped`);
+    await tb.kubectlOk(['apply', '-f', '-'], { input: route(false) });
+    await eventually('Applied once the route collapses into one cluster', async () => (await reason())?.reason === 'Applied');
+  });
+
   it('garbage-collects everything a deleted ModelService owned', async () => {
     await tb.kubectlOk(['apply', '-f', '-'], { input: stringify(modelService('gone', { type: 'PrefixHash' })) });
     await eventually('five objects', async () => (await ownedNames('gone')).length === 5);

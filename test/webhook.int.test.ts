@@ -33,6 +33,13 @@ async function getModelService(name: string): Promise<{ metadata: { annotations?
   return JSON.parse(await tb.kubectlOk(['get', 'modelservice', name, '-n', ns, '-o', 'json']));
 }
 
+describe('the CRD', () => {
+  it('teaches the feature through kubectl explain', async () => {
+    const out = await tb.kubectlOk(['explain', 'modelservice.spec.affinity']);
+    for (const text of ['prefixBytes', 'sessionHeader', 'fallback', 'PrefixHash, Session, None', '64..32768']) expect(out).toContain(text);
+  });
+});
+
 describe('kubectl apply of valid ModelServices', () => {
   const cases = [
     {
