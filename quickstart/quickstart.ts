@@ -26,7 +26,7 @@ let failed = false;
 try {
   step(2, 'Installing CRDs: ModelService (ours), Gateway API and Envoy Gateway v1.9.0 (from its Go module)');
   await installCrds(cp, [MODEL_SERVICE_CRD, ...(await gatewayCrdFiles())]);
-  console.log(indent((await cp.kubectlOk(['get', 'crd', '-o', 'name'])).split('\n').filter((l) => /modelplane|backendtraffic|envoyextension|httproutes/.test(l)).join('\n')));
+  console.log(indent((await cp.kubectlOk(['get', 'crd', '-o', 'name'])).split('\n').filter((l) => /\/(modelservices\.modelplane|backendtrafficpolicies\.gateway\.envoyproxy|envoyextensionpolicies|httproutes\.gateway\.networking\.k8s\.io)/.test(l)).join('\n')));
 
   step(3, 'Running `modelplane-affinity manager` (admission webhook + reconciler) and registering its webhooks');
   const certDir = join(cp.dir, 'manager-certs');
@@ -42,6 +42,9 @@ try {
 
   step(4, 'kubectl apply -f examples/ (one ModelService per affinity type, plus an invalid one)');
   await cp.kubectlOk(['create', 'namespace', 'ml']);
+  await cp.kubectlOk(['create', 'namespace', 'modelplane-system']);
+  // The fleet gateway's routes as Modelplane composes them (the reconciler reads their shape).
+  await cp.kubectlOk(['apply', '-f', join(REPO_ROOT, 'examples', 'gateway', 'fleet-gateway.yaml')]);
   const exampleFiles = readdirSync(join(REPO_ROOT, 'examples')).filter((f) => f.endsWith('.yaml')).sort();
   for (const file of exampleFiles) {
     const result = await cp.kubectl(['apply', '-f', join(REPO_ROOT, 'examples', file)]);
@@ -64,10 +67,13 @@ try {
   await waitFor('generated objects', async () => (await cp.kubectlOk(['get', kinds, '-n', 'ml', '-l', 'app.kubernetes.io/managed-by=modelplane-affinity', '-o', 'name'])).split('\n').filter(Boolean).length >= 6, 60_000, () => manager.process.tail());
   console.log(indent(await cp.kubectlOk(['get', kinds, '-n', 'ml', '-l', 'app.kubernetes.io/managed-by=modelplane-affinity'])));
   await waitFor('conditions', async () => (await cp.kubectlOk(['get', 'modelservices', '-n', 'ml'])).split('\n').filter((l) => /True/.test(l)).length >= 3, 30_000);
-  console.log(indent(await cp.kubectlOk(['get', 'modelservices', '-n', 'ml'])));
+  console.log(indent(await cp.kubectlOk(['get', 'modelservices', '-n', 'ml', '-o', 'custom-columns=NAME:.metadata.name,AFFINITY:.spec.affinity.type,READY:.status.conditions[0].status,REASON:.status.conditions[0].reason'])));
+  const limited = JSON.parse(await cp.kubectlOk(['get', 'modelservice', 'kimi-k2', '-n', 'ml', '-o', 'json'])) as { status?: { conditions?: { message: string }[] } };
+  console.log(`    kimi-k2 AffinityReady message: ${limited.status?.conditions?.[0]?.message ?? ''}`);
   const generated = (JSON.parse(await cp.kubectlOk(['get', kinds, '-n', 'ml', '-l', 'app.kubernetes.io/managed-by=modelplane-affinity', '-o', 'json'])) as { items: KubeObject[] }).items;
 
   step(7, "Envoy Gateway v1.9.0's own translator on a Modelplane-shaped route + the generated policies, then one request through the hasher");
+  // The same fleet-gateway objects the API server holds, plus what the reconciler generated.
   const routes = parseAllDocuments(readFileSync(join(REPO_ROOT, 'examples', 'gateway', 'fleet-gateway.yaml'), 'utf8')).map((d) => d.toJSON() as KubeObject);
   console.log(indent(await gatewaySummary([...routes, ...generated])));
 
