@@ -17,7 +17,7 @@
 // Every server listens on loopback only: the measuring part runs in a fresh
 // network namespace whose only interface is lo (BBR binds all interfaces).
 //
-//   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 1] [--skip-ghz]
+//   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 2] [--skip-ghz]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -26,6 +26,7 @@ import { parseArgs } from 'node:util';
 import { EnvoyStream, bodyMessage, connectExtProc, headersMessage, type ExtProcClient, type HeaderList } from '../ext-proc/envoy-harness.ts';
 import type { ProcessingResponse } from '../ext-proc/protocol.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
+import { percentile } from './stats.ts';
 import { ETCD_TOOLS, KUBE_TOOLS, REPO_ROOT, ensureGoTools, type GoToolsModule } from '../test/testbed/go-tools.ts';
 import { freePort, startProcess, type ManagedProcess } from '../test/testbed/processes.ts';
 
@@ -48,7 +49,7 @@ const OPEN_STREAMS = 1000;
 const { values: args } = parseArgs({
   options: {
     seconds: { type: 'string', default: '5' },
-    rounds: { type: 'string', default: '1' },
+    rounds: { type: 'string', default: '2' },
     'skip-ghz': { type: 'boolean', default: false },
     inner: { type: 'boolean', default: false },
   },
@@ -113,11 +114,6 @@ async function exchange(client: ExtProcClient, body: Buffer, target: Target): Pr
   return { ok: target.answered(bodyAnswer), stream };
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
-
 /** CPU seconds (user + system) a process has used, from /proc. */
 function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
@@ -179,18 +175,32 @@ interface Latency {
   rate: number;
   p50: number;
   p99: number;
+  /** How late the load generator started requests against the schedule (its own queueing), p99. */
+  lagP99: number;
   achieved: number;
   failures: number;
+  /** More than MAX_IN_FLIGHT exchanges were outstanding: the offered rate was over capacity. */
+  overloaded: boolean;
 }
 
-/** Open loop at a fixed rate: arrivals on a schedule, latency from the scheduled start to the body answer. */
+const MAX_IN_FLIGHT = 2000;
+
+/**
+ * Open loop at a fixed rate: requests start on a schedule (checked every
+ * millisecond), whatever the answers do. Latency runs from the actual start to
+ * the body answer; the schedule lag is reported apart, so a load generator
+ * that falls behind shows as lag rather than as server latency.
+ */
 async function openLoop(target: Target, body: Buffer, rate: number): Promise<Latency> {
   const pool = clients(target.port);
   // Warm the connections up.
   await Promise.all(pool.map(async (client) => (await exchange(client, body, target)).stream.halfClose()));
   const total = Math.round(rate * SECONDS);
   const latencies: number[] = [];
+  const lags: number[] = [];
   let failures = 0;
+  let outstanding = 0;
+  let overloaded = false;
   const inflight: Array<Promise<void>> = [];
   const start = performance.now() + 10;
   let next = 0;
@@ -198,19 +208,27 @@ async function openLoop(target: Target, body: Buffer, rate: number): Promise<Lat
     const tick = () => {
       const now = performance.now();
       while (next < total && start + (next * 1000) / rate <= now) {
-        const scheduled = start + (next * 1000) / rate;
+        if (outstanding >= MAX_IN_FLIGHT) {
+          overloaded = true;
+          next = total;
+          break;
+        }
+        const sent = performance.now();
+        lags.push(sent - (start + (next * 1000) / rate));
         const client = pool[next % pool.length] as ExtProcClient;
         next++;
+        outstanding++;
         inflight.push(
           exchange(client, body, target).then(({ ok, stream }) => {
-            latencies.push(performance.now() - scheduled);
+            latencies.push(performance.now() - sent);
+            outstanding--;
             if (!ok) failures++;
             stream.halfClose();
           }),
         );
       }
       if (next >= total) resolve();
-      else setImmediate(tick);
+      else setTimeout(tick, 1);
     };
     tick();
   });
@@ -218,7 +236,8 @@ async function openLoop(target: Target, body: Buffer, rate: number): Promise<Lat
   const elapsed = (performance.now() - start) / 1000;
   for (const client of pool) client.close();
   latencies.sort((a, b) => a - b);
-  return { rate, p50: percentile(latencies, 50), p99: percentile(latencies, 99), achieved: latencies.length / elapsed, failures };
+  lags.sort((a, b) => a - b);
+  return { rate, p50: percentile(latencies, 50), p99: percentile(latencies, 99), lagP99: percentile(lags, 99), achieved: latencies.length / elapsed, failures, overloaded };
 }
 
 interface Memory {
@@ -299,6 +318,7 @@ async function waitReady(target: Target): Promise<void> {
 }
 
 interface Result {
+  round: number;
   name: string;
   size: number;
   saturation: Saturation;
@@ -307,7 +327,7 @@ interface Result {
   memory: Memory;
 }
 
-async function measureTarget(start: () => Promise<Target>, ghz: string | undefined): Promise<Result[]> {
+async function measureTarget(round: number, start: () => Promise<Target>, ghz: string | undefined): Promise<Result[]> {
   const results: Result[] = [];
   for (const size of BODY_SIZES) {
     // A fresh server per body size, so memory and GC state start the same.
@@ -324,9 +344,11 @@ async function measureTarget(start: () => Promise<Target>, ghz: string | undefin
       }
       if (best === undefined) throw new Error('no saturation run');
       const latency = await openLoop(target, body, best.rps / 2);
-      process.stderr.write(`  ${target.name} ${size} B at ${latency.rate.toFixed(0)} req/s: p50 ${latency.p50.toFixed(2)} ms, p99 ${latency.p99.toFixed(2)} ms\n`);
+      process.stderr.write(
+        `  ${target.name} ${size} B at ${latency.rate.toFixed(0)} req/s: p50 ${latency.p50.toFixed(2)} ms, p99 ${latency.p99.toFixed(2)} ms, schedule lag p99 ${latency.lagP99.toFixed(2)} ms${latency.overloaded ? ', OVERLOADED' : ''}\n`,
+      );
       const ghzResult = ghz === undefined ? undefined : ghzRps(ghz, target.port, body);
-      results.push({ name: target.name, size, saturation: best, latency, ghz: ghzResult, memory: mem });
+      results.push({ round, name: target.name, size, saturation: best, latency, ghz: ghzResult, memory: mem });
     } finally {
       await target.process.stop();
     }
@@ -334,15 +356,21 @@ async function measureTarget(start: () => Promise<Target>, ghz: string | undefin
   return results;
 }
 
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
 function report(results: Result[]): string {
   const lines = [
-    '| server | body | req/s at saturation (concurrency) | server CPU | server CPU ms per request | load-generator CPU | p50 / p99 at half rate | ghz req/s (pipelined) | RSS idle → 1,000 open streams |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| round | server | body | req/s at saturation (concurrency) | server CPU | server CPU ms per request | load-generator CPU | p50 / p99 at half rate (schedule lag p99) | ghz req/s (pipelined) | RSS idle → 1,000 open streams |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const r of results) {
     lines.push(
-      `| ${r.name} | ${r.size / 1024} KiB | ${r.saturation.rps.toFixed(0)} (${r.saturation.concurrency}) | ${(100 * r.saturation.serverCpu).toFixed(0)}% | ${r.saturation.cpuMsPerRequest.toFixed(3)} | ${(100 * r.saturation.clientCpu).toFixed(0)}% | ` +
-        `${r.latency.p50.toFixed(2)} / ${r.latency.p99.toFixed(2)} ms at ${r.latency.rate.toFixed(0)} req/s | ${r.ghz === undefined ? '—' : r.ghz.toFixed(0)} | ` +
+      `| ${r.round} | ${r.name} | ${r.size / 1024} KiB | ${r.saturation.rps.toFixed(0)} (${r.saturation.concurrency}) | ${(100 * r.saturation.serverCpu).toFixed(0)}% | ${r.saturation.cpuMsPerRequest.toFixed(3)} | ${(100 * r.saturation.clientCpu).toFixed(0)}% | ` +
+        `${r.latency.p50.toFixed(2)} / ${r.latency.p99.toFixed(2)} ms at ${r.latency.rate.toFixed(0)} req/s (${r.latency.lagP99.toFixed(1)} ms)${r.latency.overloaded ? ' overloaded' : ''} | ${r.ghz === undefined ? '—' : r.ghz.toFixed(0)} | ` +
         `${r.memory.idleMiB.toFixed(0)} → ${r.memory.openMiB.toFixed(0)} MiB (${r.memory.opened} open) |`,
     );
   }
@@ -350,11 +378,13 @@ function report(results: Result[]): string {
   for (const size of BODY_SIZES) {
     const ours = results.filter((r) => r.size === size && r.name === 'prefix hasher');
     const bbr = results.filter((r) => r.size === size && r.name === 'BBR');
-    const best = (rs: Result[]) => Math.max(...rs.map((r) => r.saturation.rps));
-    const cpu = (rs: Result[]) => Math.min(...rs.map((r) => r.saturation.cpuMsPerRequest));
+    const best = (rs: Result[]) => median(rs.map((r) => r.saturation.rps));
+    const cpu = (rs: Result[]) => median(rs.map((r) => r.saturation.cpuMsPerRequest));
     if (ours.length > 0 && bbr.length > 0) {
       lines.push(
-        `- ${size / 1024} KiB: prefix hasher / BBR throughput = ${(best(ours) / best(bbr)).toFixed(2)}×; CPU per request, BBR / prefix hasher = ${(cpu(bbr) / cpu(ours)).toFixed(2)}×`,
+        `- ${size / 1024} KiB: measured throughput, prefix hasher / BBR = ${(best(ours) / best(bbr)).toFixed(2)}× (median over rounds); ` +
+          `one-core capacity from CPU per request (1 / CPU time), prefix hasher / BBR = ${(cpu(bbr) / cpu(ours)).toFixed(2)}× ` +
+          `(${(1000 / cpu(ours)).toFixed(0)} vs ${(1000 / cpu(bbr)).toFixed(0)} req/s per core)`,
       );
     }
   }
@@ -362,6 +392,8 @@ function report(results: Result[]): string {
 }
 
 async function inner(): Promise<void> {
+  // Exiting through process.exit runs the test bed's exit hook, which stops every child it started.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
   const [benchBin] = await Promise.all([ensureGoTools(BENCH_TOOLS)]);
   const controlPlane = await startControlPlane();
   const scratch = controlPlane.dir;
@@ -371,7 +403,7 @@ async function inner(): Promise<void> {
       const metricsPort = await freePort();
       const proc = startProcess(
         'taskset',
-        ['-c', SERVER_CORE, process.execPath, join(REPO_ROOT, 'ext-proc', 'standalone.ts'), 'ext-proc', '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES)],
+        ['-c', SERVER_CORE, process.execPath, join(REPO_ROOT, 'bin', 'modelplane-affinity.ts'), 'ext-proc', '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES)],
         join(scratch, `hasher-${port}.log`),
       );
       return { name: 'prefix hasher', port, process: proc, answered: (r) => setHeaderKeys(r).includes('x-prompt-hash') };
@@ -394,8 +426,8 @@ async function inner(): Promise<void> {
     const ghz = args['skip-ghz'] ? undefined : join(benchBin, 'ghz');
     const results: Result[] = [];
     for (let round = 0; round < Number(args.rounds); round++) {
-      results.push(...(await measureTarget(startHasher, ghz)));
-      results.push(...(await measureTarget(startBbr, ghz)));
+      results.push(...(await measureTarget(round + 1, startHasher, ghz)));
+      results.push(...(await measureTarget(round + 1, startBbr, ghz)));
     }
     process.stdout.write(`${report(results)}\n`);
   } finally {

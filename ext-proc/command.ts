@@ -1,7 +1,6 @@
 // `modelplane-affinity ext-proc`: the command that runs the prefix hasher.
 import { InvalidArgumentError, type Command } from 'commander';
-import { PREFIX_BYTES_MAX, PREFIX_BYTES_MIN } from './handlers.ts';
-import { runExtProc } from './server.ts';
+import { PREFIX_BYTES_MAX, PREFIX_BYTES_MIN } from '../src/affinity.ts';
 
 export function integerBetween(min: number, max: number): (raw: string) => number {
   return (raw) => {
@@ -26,6 +25,8 @@ export function registerExtProcCommand(program: Command): Command {
     .option('--metrics-port <port>', 'Prometheus /metrics port', integerBetween(0, 65535), 9090)
     .option('--host <address>', 'address to listen on', '0.0.0.0')
     .action(async (options: { port: number; prefixBytes: number; metricsPort: number; host: string }) => {
+      // Loaded only when this command runs: other commands need neither gRPC nor the Envoy protos.
+      const { runExtProc } = await import('./server.ts');
       await runExtProc(options);
     });
 }

@@ -8,12 +8,6 @@ import type { ProcessingRequest, ProcessingResponse, RequestKind } from './proto
 /** The header the BackendTrafficPolicy's consistent hash reads. */
 export const PROMPT_HASH_HEADER = 'x-prompt-hash';
 
-// Same bounds as spec.affinity.prefixBytes (SPEC §1): fewer than 64 bytes only
-// covers the JSON envelope; Envoy Gateway's default connection buffer is 32 KiB,
-// so a BufferedPartial body message never carries more.
-export const PREFIX_BYTES_MIN = 64;
-export const PREFIX_BYTES_MAX = 32768;
-
 /**
  * The largest ProcessingRequest accepted. A BufferedPartial body message is at
  * most the connection buffer (32 KiB by default in Envoy Gateway) and a headers

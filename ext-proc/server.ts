@@ -106,6 +106,8 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
     // grpc-js refuses larger messages itself (before buffering them); between
     // maxMessageBytes and this, decodeRequest answers with a clearer message.
     'grpc.max_receive_message_length': Math.max(4 * maxMessageBytes, 1024 * 1024),
+    // No channelz service is served, so its per-call bookkeeping is pure cost.
+    'grpc.enable_channelz': 0,
   });
   server.addService(
     { Process: { ...method, requestDeserialize: (bytes: Buffer): Decoded => decodeRequest(bytes, maxMessageBytes, method.requestDeserialize) } },

@@ -331,6 +331,10 @@ describe('the manager, from the Dockerfile-shaped folder, as the ServiceAccount,
     ns = await createNamespace(tb, 'install');
   }, 600_000);
 
+  afterAll(async () => {
+    if (ns) await tb.kubectl(['delete', 'namespace', ns, '--wait=false']);
+  });
+
   it('runs as the image user from a folder with production dependencies only', async () => {
     expect(readFileSync(join(root, layout.workdir, 'node_modules', '.package-lock.json'), 'utf8')).not.toMatch(/"node_modules\/(vitest|typescript)"/);
     if (asImageUser) {
