@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { KubeObject, ModelService } from '../src/model-service.ts';
+import { isSubset } from '../src/ownership.ts';
 import { render } from '../src/render.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, gatewayCrdFiles, installCrds } from '../test/testbed/crds.ts';
@@ -29,15 +30,6 @@ function modelServices(namespace: string): ModelService[] {
       affinity: i % 5 < 2 ? { type: 'PrefixHash' } : i % 5 < 4 ? { type: 'Session', sessionHeader: 'X-Session-ID' } : { type: 'None' },
     },
   }));
-}
-
-/** Every field the renderer set is live with the same value (the API server adds defaults around them). */
-function isSubset(wanted: unknown, live: unknown): boolean {
-  if (Array.isArray(wanted)) return Array.isArray(live) && wanted.length === live.length && wanted.every((w, i) => isSubset(w, live[i]));
-  if (typeof wanted === 'object' && wanted !== null) {
-    return typeof live === 'object' && live !== null && Object.entries(wanted).every(([k, v]) => isSubset(v, (live as Record<string, unknown>)[k]));
-  }
-  return wanted === live || String(wanted) === String(live);
 }
 
 function cpuSeconds(pid: number): number {

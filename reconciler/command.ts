@@ -45,7 +45,7 @@ function addReconcileOptions(command: Command): Command {
     .option('--lease-duration <duration>', 'how long a lease is valid without renewal', parseDuration, 15_000)
     .option('--renew-deadline <duration>', 'how long the leader retries renewing before it steps down', parseDuration, 10_000)
     .option('--retry-period <duration>', 'interval between acquire/renew attempts', parseDuration, 2_000)
-    .option('--workers <n>', 'concurrent reconciles', parseCount, 4);
+    .option('--workers <n>', 'concurrent reconciles', parseCount, 8);
 }
 
 function inClusterNamespace(): string | undefined {

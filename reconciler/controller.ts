@@ -15,7 +15,7 @@ import {
 } from '../src/model-service.ts';
 import { CROSSPLANE_COMPOSITE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_SERVICE_LABEL, labelValue } from '../src/naming.ts';
 import { routeShapeWarnings } from '../src/route-shape.ts';
-import { isControlledBy, objectKey, objectsToPrune } from '../src/ownership.ts';
+import { isControlledBy, isUpToDate, objectKey, objectsToPrune } from '../src/ownership.ts';
 import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions, render } from '../src/render.ts';
 import { FIELD_MANAGER, KubeApiError, KubeClient } from './kube.ts';
 import { WorkQueue } from './queue.ts';
@@ -28,6 +28,11 @@ export interface ReconcilerOptions extends RenderOptions {
 type Cache<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
 
 const PLURAL_BY_KIND = new Map<string, string>(GENERATED_KINDS.map((k) => [k.kind, k.plural]));
+
+function withoutManagedFields<T extends KubernetesObject>(object: T): T {
+  if (object.metadata) delete object.metadata.managedFields;
+  return object;
+}
 
 function keyOf(namespace: string | undefined, name: string | undefined): string {
   return `${namespace ?? ''}/${name ?? ''}`;
@@ -66,9 +71,13 @@ export class Reconciler {
     const list = async () => {
       const result = await this.client.list<T>({ apiVersion, plural }, labelSelector);
       // List items carry no apiVersion/kind; the rest of the code relies on them.
-      return { ...result, items: result.items.map((item) => ({ ...item, apiVersion, kind })) } as never;
+      return { ...result, items: result.items.map((item) => withoutManagedFields({ ...item, apiVersion, kind })) } as never;
     };
     const informer = makeInformer<T>(this.kc, path, list, labelSelector);
+    // The cache keeps the very object handed to these callbacks: dropping
+    // managedFields here keeps it out of memory (as controller-runtime's default transform does).
+    informer.on('add', withoutManagedFields);
+    informer.on('update', withoutManagedFields);
     let failures = 0;
     informer.on('error', (error: unknown) => {
       if (this.stopped) return;
@@ -119,7 +128,7 @@ export class Reconciler {
     );
     await Promise.all(starts);
     this.synced = true;
-    const workers = this.options.workers ?? 4;
+    const workers = this.options.workers ?? 8;
     this.workersDone = Promise.all(Array.from({ length: workers }, () => this.worker()));
     this.logger.info({ workers }, 'reconciler started');
   }
@@ -172,7 +181,8 @@ export class Reconciler {
           conflicts.push(`${object.kind} ${object.metadata.name}`);
           continue;
         }
-        await this.client.apply(this.refFor(object), object);
+        const cached = this.owned.get(object.kind)?.get(object.metadata.name ?? '', object.metadata.namespace);
+        if (!isUpToDate(object, cached)) await this.client.apply(this.refFor(object), object);
         applied.push(`${object.kind} ${object.metadata.name}`);
       }
       if (conflicts.length > 0) {

@@ -16,3 +16,28 @@ export function objectsToPrune(live: readonly KubeObject[], desired: readonly Ku
   const wanted = new Set(desired.map(objectKey));
   return live.filter((o) => isControlledBy(o, ownerUid) && !wanted.has(objectKey(o)));
 }
+
+/**
+ * True when every field the renderer sets is live with the same value (the API
+ * server adds defaults around them). Lets the reconciler skip a no-op apply;
+ * a hand edit or a deleted field makes it false, and the apply repairs it.
+ */
+export function isSubset(wanted: unknown, live: unknown): boolean {
+  if (Array.isArray(wanted)) {
+    return Array.isArray(live) && wanted.length === live.length && wanted.every((w, i) => isSubset(w, live[i]));
+  }
+  if (typeof wanted === 'object' && wanted !== null) {
+    if (typeof live !== 'object' || live === null || Array.isArray(live)) return false;
+    return Object.entries(wanted).every(([k, v]) => isSubset(v, (live as Record<string, unknown>)[k]));
+  }
+  return wanted === live;
+}
+
+/** The live object already carries what the desired one sets (labels, owner, spec). */
+export function isUpToDate(desired: KubeObject, live: KubeObject | undefined): boolean {
+  if (!live) return false;
+  const { name: _n, namespace: _ns, ...desiredMeta } = desired.metadata;
+  const { apiVersion: _a, kind: _k, metadata: _m, ...desiredBody } = desired;
+  const { apiVersion: _la, kind: _lk, metadata: _lm, ...liveBody } = live;
+  return isSubset(desiredMeta, live.metadata) && isSubset(desiredBody, liveBody);
+}

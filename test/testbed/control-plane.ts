@@ -140,7 +140,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         `--secure-port=${apiPort}`, '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1',
         `--tls-cert-file=${serving.certFile}`, `--tls-private-key-file=${serving.keyFile}`,
         `--client-ca-file=${ca.certFile}`,
-        '--service-cluster-ip-range=10.0.0.0/24', '--allow-privileged=true',
+        '--service-cluster-ip-range=10.0.0.0/16', '--allow-privileged=true',
         '--authorization-mode=RBAC', '--disable-admission-plugins=ServiceAccount',
         `--service-account-issuer=${server}/`, `--service-account-key-file=${sa.pubFile}`,
         `--service-account-signing-key-file=${sa.keyFile}`,
