@@ -66,6 +66,8 @@ try {
     ...process.env,
     KUBECONFIG: cp.kubeconfig,
     LOG_LEVEL: 'warn',
+    // The heap settings the manager Deployment runs with (MANAGER_NODE_OPTIONS env overrides them here).
+    NODE_OPTIONS: process.env.MANAGER_NODE_OPTIONS ?? '',
   });
   const pid = reconciler.child.pid as number;
   await new Promise((r) => setTimeout(r, 3000)); // informers listed
