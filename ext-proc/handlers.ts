@@ -164,21 +164,11 @@ function outOfOrder(kind: RequestKind, phase: Phase): Rejection {
 export type Decoded = { ok: true; request: ProcessingRequest } | Rejection;
 
 /**
- * Decodes one ProcessingRequest, refusing it before decoding when it is larger
- * than maxBytes. Never throws: garbage becomes a Rejection the stream loop
- * reports as that stream's gRPC status.
+ * Decodes one ProcessingRequest. Never throws: garbage becomes a Rejection
+ * the stream loop reports as that stream's gRPC status. (Size is checked
+ * earlier, from the message's length prefix: grpc-wire.ts.)
  */
-export function decodeRequest(bytes: Buffer, maxBytes: number, deserialize: (bytes: Buffer) => ProcessingRequest): Decoded {
-  if (bytes.length > maxBytes) {
-    return {
-      ok: false,
-      code: GrpcStatus.RESOURCE_EXHAUSTED,
-      reason: 'too-large',
-      message:
-        `ProcessingRequest of ${bytes.length} bytes exceeds the ${maxBytes}-byte limit ` +
-        '(a BufferedPartial body message is at most the connection buffer limit, 32 KiB by default in Envoy Gateway)',
-    };
-  }
+export function decodeRequest(bytes: Buffer, deserialize: (bytes: Buffer) => ProcessingRequest): Decoded {
   try {
     return { ok: true, request: deserialize(bytes) };
   } catch (error) {

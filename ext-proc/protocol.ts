@@ -111,3 +111,26 @@ export interface ProcessingResponse {
   request_trailers?: { header_mutation?: HeaderMutation };
   response_trailers?: { header_mutation?: HeaderMutation };
 }
+
+export const HEALTH_SERVICE = 'grpc.health.v1.Health';
+export type ServingStatus = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
+export interface HealthCheckRequest {
+  service?: string;
+}
+export interface HealthCheckResponse {
+  status: ServingStatus;
+}
+type HealthMethod = protoLoader.MethodDefinition<HealthCheckRequest, HealthCheckResponse>;
+
+let health: { Check: HealthMethod; Watch: HealthMethod } | undefined;
+
+/** grpc.health.v1.Health's methods, from the proto file the grpc-health-check package ships. */
+export function healthMethods(): { Check: HealthMethod; Watch: HealthMethod } {
+  if (health === undefined) {
+    const protoPath = path.join(path.dirname(require.resolve('grpc-health-check/package.json')), 'proto', 'health', 'v1', 'health.proto');
+    const pkg = protoLoader.loadSync(protoPath, { keepCase: true, enums: String, defaults: true });
+    const service = pkg[HEALTH_SERVICE] as protoLoader.ServiceDefinition;
+    health = { Check: service['Check'] as HealthMethod, Watch: service['Watch'] as HealthMethod };
+  }
+  return health;
+}

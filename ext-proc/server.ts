@@ -1,21 +1,18 @@
 // The prefix hasher's gRPC server: the stream loop (receive, hand the message
 // to handlers.ts, send the answer), grpc.health.v1.Health, metrics, and
-// draining on SIGTERM. Plaintext HTTP/2: Envoy Gateway dials ext_proc
-// backends with h2c.
-import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
+// draining on SIGTERM. Plaintext HTTP/2 (Envoy Gateway dials ext_proc
+// backends with h2c), framed by grpc-wire.ts on node:http2 directly: a
+// stream per HTTP request makes per-stream overhead the cost that counts,
+// and a general gRPC server library spent twice the CPU per request on it
+// (bench/RESULTS.md).
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { status as GrpcStatus } from '@grpc/grpc-js';
 import { pino, type Logger } from 'pino';
-import {
-  DEFAULT_MAX_MESSAGE_BYTES,
-  decodeRequest,
-  handleMessage,
-  loadXxh64,
-  type Decoded,
-  type HandlerConfig,
-  type Phase,
-} from './handlers.ts';
+import { GRPC_CONTENT_TYPE, MessageReader, frameMessage, statusTrailers } from './grpc-wire.ts';
+import { DEFAULT_MAX_MESSAGE_BYTES, decodeRequest, handleMessage, loadXxh64, type HandlerConfig, type Phase } from './handlers.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
-import { EXT_PROC_SERVICE, processMethod, type ProcessingResponse } from './protocol.ts';
+import { EXT_PROC_SERVICE, HEALTH_SERVICE, PROCESS_METHOD_PATH, healthMethods, processMethod, type ServingStatus } from './protocol.ts';
 
 export interface ExtProcOptions {
   port: number;
@@ -39,13 +36,52 @@ export interface ExtProcServer {
   drain(): Promise<void>;
 }
 
-type ProcessCall = grpc.ServerDuplexStream<Decoded, ProcessingResponse>;
+interface Status {
+  code: GrpcStatus;
+  details: string;
+}
+
+/** One gRPC call on an HTTP/2 stream: response headers at once, trailers when it ends. */
+class Call {
+  readonly stream: http2.ServerHttp2Stream;
+  /** Our status has been handed to HTTP/2. */
+  ended = false;
+  private status: Status = { code: GrpcStatus.OK, details: '' };
+
+  constructor(stream: http2.ServerHttp2Stream) {
+    this.stream = stream;
+    stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE }, { waitForTrailers: true });
+    stream.once('wantTrailers', () => {
+      stream.sendTrailers(statusTrailers(this.status.code, this.status.details));
+      // A client that has not half-closed is told with RST_STREAM(NO_ERROR)
+      // to stop sending; the answer it got is complete.
+      setImmediate(() => {
+        if (!stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      });
+    });
+  }
+
+  send(payload: Uint8Array): void {
+    if (!this.ended) this.stream.write(frameMessage(payload));
+  }
+
+  end(status: Status = { code: GrpcStatus.OK, details: '' }): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.status = status;
+    if (this.stream.destroyed) return;
+    this.stream.end();
+  }
+}
+
+/** A call that fails before any message: a trailers-only response. */
+function refuse(stream: http2.ServerHttp2Stream, code: GrpcStatus, details: string): void {
+  stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE, ...statusTrailers(code, details) }, { endStream: true });
+}
 
 interface LiveStream {
-  call: ProcessCall;
+  call: Call;
   phase: Phase;
-  /** Our status (OK or an error) has been handed to gRPC. */
-  ended: boolean;
 }
 
 export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServer> {
@@ -55,78 +91,144 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
   const config: HandlerConfig = { prefixBytes: options.prefixBytes, hash64: await loadXxh64() };
   const metrics = createMetrics();
+  const method = processMethod();
+  const health = healthMethods();
   const live = new Set<LiveStream>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const serving = new Map<string, ServingStatus>([
+    ['', 'SERVING'],
+    [EXT_PROC_SERVICE, 'SERVING'],
+  ]);
+  const watchers = new Set<{ service: string; call: Call }>();
   let draining = false;
 
-  function end(stream: LiveStream, error?: { code: grpc.status; details: string }): void {
-    if (stream.ended) return;
-    stream.ended = true;
-    // Emitting 'error' on a grpc-js server stream ends it with that status.
-    if (error === undefined) stream.call.end();
-    else stream.call.emit('error', error);
-  }
-
-  function serveStream(call: ProcessCall): void {
-    const stream: LiveStream = { call, phase: 'awaiting-headers', ended: false };
-    live.add(stream);
+  function serveProcess(stream: http2.ServerHttp2Stream): void {
+    const call = new Call(stream);
+    const live_: LiveStream = { call, phase: 'awaiting-headers' };
+    const reader = new MessageReader(maxMessageBytes);
+    const peer = `${stream.session?.socket?.remoteAddress ?? 'unknown'}:${stream.session?.socket?.remotePort ?? ''}`;
+    live.add(live_);
     metrics.streamsStarted.inc();
     metrics.streamsOpen.inc();
 
-    call.on('data', (decoded: Decoded) => {
-      if (stream.ended) return;
-      const started = process.hrtime.bigint();
-      const result = decoded.ok ? handleMessage(stream.phase, decoded.request, config) : decoded;
-      if (!result.ok) {
-        metrics.errors.inc({ reason: result.reason });
-        // result.message never contains body bytes (see handlers.ts).
-        log.warn({ peer: call.getPeer(), reason: result.reason, code: grpc.status[result.code], error: result.message }, 'ending ext_proc stream with an error');
-        end(stream, { code: result.code, details: result.message });
+    const fail = (reason: string, code: GrpcStatus, message: string): void => {
+      metrics.errors.inc({ reason });
+      // message never contains body bytes (see handlers.ts and grpc-wire.ts).
+      log.warn({ peer, reason, code: GrpcStatus[code], error: message }, 'ending ext_proc stream with an error');
+      call.end({ code, details: message });
+    };
+
+    stream.on('data', (chunk: Buffer) => {
+      if (call.ended) return;
+      const messages = reader.push(chunk);
+      if (!Array.isArray(messages)) {
+        fail(messages.code === GrpcStatus.RESOURCE_EXHAUSTED ? 'too-large' : 'undecodable', messages.code, messages.message);
         return;
       }
-      stream.phase = result.phase;
-      call.write(result.response);
-      metrics.answered(result.outcome, decoded.ok ? (decoded.request.request ?? 'none') : 'none', Number(process.hrtime.bigint() - started) / 1e9);
-      if (draining && isIdle(stream.phase)) end(stream);
+      for (const bytes of messages) {
+        const started = process.hrtime.bigint();
+        const decoded = decodeRequest(bytes, method.requestDeserialize);
+        const result = decoded.ok ? handleMessage(live_.phase, decoded.request, config) : decoded;
+        if (!result.ok) {
+          fail(result.reason, result.code, result.message);
+          return;
+        }
+        live_.phase = result.phase;
+        call.send(method.responseSerialize(result.response));
+        metrics.answered(result.outcome, decoded.ok ? (decoded.request.request ?? 'none') : 'none', Number(process.hrtime.bigint() - started) / 1e9);
+        if (draining && isIdle(live_.phase)) call.end();
+      }
     });
     // Envoy half-closed: nothing more will come, so close our side cleanly.
-    call.on('end', () => end(stream));
-    // grpc-js reports 'cancelled' once the call is over, whether our status
-    // went out or Envoy reset the stream; a reset is routine (the HTTP request
-    // ended), so it is not an error.
-    call.on('cancelled', () => {
-      if (!stream.ended) log.debug({ peer: call.getPeer(), phase: stream.phase }, 'ext_proc stream reset by the client');
-      stream.ended = true;
-      if (live.delete(stream)) metrics.streamsOpen.dec();
+    stream.on('end', () => {
+      if (reader.pending) fail('undecodable', GrpcStatus.INTERNAL, 'the stream ended inside a message');
+      else call.end();
     });
-    call.on('error', (error: unknown) => log.debug({ error: error instanceof Error ? error.message : String(error) }, 'ext_proc stream error'));
+    // A reset is routine (the HTTP request ended), so it is not an error.
+    stream.on('close', () => {
+      if (!call.ended) log.debug({ peer, phase: live_.phase }, 'ext_proc stream reset by the client');
+      call.ended = true;
+      if (live.delete(live_)) metrics.streamsOpen.dec();
+    });
+    stream.on('error', (error: Error) => log.debug({ peer, error: error.message }, 'ext_proc stream error'));
   }
 
-  const method = processMethod();
-  const server = new grpc.Server({
-    // grpc-js refuses larger messages itself (before buffering them); between
-    // maxMessageBytes and this, decodeRequest answers with a clearer message.
-    'grpc.max_receive_message_length': Math.max(4 * maxMessageBytes, 1024 * 1024),
-    // No channelz service is served, so its per-call bookkeeping is pure cost.
-    'grpc.enable_channelz': 0,
+  /** grpc.health.v1.Health: Check answers once; Watch answers now and on every change. */
+  function serveHealth(stream: http2.ServerHttp2Stream, watch: boolean): void {
+    const call = new Call(stream);
+    const reader = new MessageReader(1024);
+    const m = watch ? health.Watch : health.Check;
+    stream.on('data', (chunk: Buffer) => {
+      const messages = reader.push(chunk);
+      if (!Array.isArray(messages)) return call.end({ code: messages.code, details: messages.message });
+      const first = messages[0];
+      if (first === undefined || call.ended) return;
+      let service: string;
+      try {
+        service = m.requestDeserialize(first).service ?? '';
+      } catch (error) {
+        return call.end({ code: GrpcStatus.INVALID_ARGUMENT, details: `undecodable HealthCheckRequest: ${(error as Error).message}` });
+      }
+      const status = serving.get(service);
+      if (!watch) {
+        if (status === undefined) return call.end({ code: GrpcStatus.NOT_FOUND, details: `unknown service ${service}` });
+        call.send(m.responseSerialize({ status }));
+        return call.end();
+      }
+      call.send(m.responseSerialize({ status: status ?? 'SERVICE_UNKNOWN' }));
+      const watcher = { service, call };
+      watchers.add(watcher);
+      stream.on('close', () => watchers.delete(watcher));
+    });
+    stream.on('error', () => {});
+  }
+
+  function setServing(status: ServingStatus): void {
+    for (const service of serving.keys()) serving.set(service, status);
+    const { Watch } = health;
+    for (const watcher of watchers) watcher.call.send(Watch.responseSerialize({ status: serving.get(watcher.service) ?? 'SERVICE_UNKNOWN' }));
+  }
+
+  const server = http2.createServer({
+    // The stream window holds one whole message, so Envoy sends a 32 KiB
+    // body without waiting for a WINDOW_UPDATE.
+    settings: { initialWindowSize: maxMessageBytes + 5 },
+    // Node refuses new streams (ENHANCE_YOUR_CALM) once a session buffers
+    // 10 MB, a few hundred bodies in flight; maxMessageBytes already bounds
+    // what one stream may hold.
+    maxSessionMemory: Number.MAX_SAFE_INTEGER,
   });
-  server.addService(
-    { Process: { ...method, requestDeserialize: (bytes: Buffer): Decoded => decodeRequest(bytes, maxMessageBytes, method.requestDeserialize) } },
-    { Process: serveStream },
-  );
-  const health = new HealthImplementation({ '': 'SERVING', [EXT_PROC_SERVICE]: 'SERVING' });
-  health.addToServer(server);
+  server.on('session', (session) => {
+    sessions.add(session);
+    // A connection window for many concurrent bodies (1,000 × 16 KiB), so one
+    // connection from Envoy is not throttled to 64 KiB in flight.
+    session.setLocalWindowSize(16 * 1024 * 1024);
+    session.on('close', () => sessions.delete(session));
+    session.on('error', (error) => log.debug({ error: error.message }, 'HTTP/2 session error'));
+  });
+  server.on('stream', (stream, headers) => {
+    const path = headers[':path'];
+    if (headers[':method'] !== 'POST' || !String(headers['content-type'] ?? '').startsWith(GRPC_CONTENT_TYPE)) {
+      stream.respond({ ':status': 415 }, { endStream: true });
+    } else if (path === PROCESS_METHOD_PATH) serveProcess(stream);
+    else if (path === `/${HEALTH_SERVICE}/Check`) serveHealth(stream, false);
+    else if (path === `/${HEALTH_SERVICE}/Watch`) serveHealth(stream, true);
+    else refuse(stream, GrpcStatus.UNIMPLEMENTED, `unknown method ${String(path)}`);
+  });
 
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${host.includes(':') ? `[${host}]` : host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (error, bound) =>
-      error ? reject(error) : resolve(bound),
-    );
+    server.once('error', reject);
+    server.listen(options.port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
   });
   let metricsServer: Awaited<ReturnType<typeof serveMetrics>> | undefined;
   if (options.metricsPort !== undefined) {
     try {
       metricsServer = await serveMetrics(metrics.registry, options.metricsPort, host);
     } catch (error) {
-      server.forceShutdown();
+      server.close();
       throw error;
     }
   }
@@ -136,17 +238,21 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
   function drain(): Promise<void> {
     drained ??= (async () => {
       draining = true;
-      health.setStatus('', 'NOT_SERVING');
-      health.setStatus(EXT_PROC_SERVICE, 'NOT_SERVING');
+      setServing('NOT_SERVING');
+      for (const watcher of watchers) watcher.call.end();
       log.info({ openStreams: live.size }, 'draining: no new streams; open ones finish their request');
       // A stream whose request is complete owes Envoy nothing: closing it
       // cleanly lets Envoy proceed without us. The others end after their answer.
-      for (const stream of live) if (isIdle(stream.phase)) end(stream);
-      const closed = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      for (const stream of live) if (isIdle(stream.phase)) stream.call.end();
+      // GOAWAY: Envoy opens no new streams here; open ones run to their end.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const session of sessions) session.close();
       const overdue = setTimeout(() => {
         log.warn({ openStreams: live.size }, 'drain timeout: closing the remaining streams');
-        for (const stream of live) end(stream);
-        setTimeout(() => server.forceShutdown(), 1000).unref();
+        for (const stream of live) stream.call.end();
+        setTimeout(() => {
+          for (const session of sessions) session.destroy();
+        }, 1000).unref();
       }, drainTimeoutMs);
       overdue.unref();
       await closed;

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import { MessageReader, encodeGrpcMessage, frameMessage, statusTrailers } from './grpc-wire.ts';
+
+const framed = (text: string) => frameMessage(Buffer.from(text));
+
+/** Cuts bytes into pieces at the given offsets. */
+function cut(bytes: Buffer, at: number[]): Buffer[] {
+  const pieces: Buffer[] = [];
+  let from = 0;
+  for (const to of [...at, bytes.length]) {
+    pieces.push(bytes.subarray(from, to));
+    from = to;
+  }
+  return pieces;
+}
+
+describe('MessageReader', () => {
+  const two = Buffer.concat([framed('hello'), framed(''), framed('world!')]);
+  it.each([
+    { name: 'reads messages that arrive in one chunk', chunks: [two] },
+    { name: 'reads messages split inside the length prefix', chunks: cut(two, [2, 7]) },
+    { name: 'reads messages split inside their bodies', chunks: cut(two, [6, 9, 12, 17]) },
+    { name: 'reads messages delivered one byte at a time', chunks: cut(two, Array.from({ length: two.length - 1 }, (_, i) => i + 1)) },
+  ])('$name', ({ chunks }) => {
+    const reader = new MessageReader(1024);
+    const messages: string[] = [];
+    for (const chunk of chunks) {
+      const out = reader.push(chunk);
+      if (!Array.isArray(out)) throw new Error(out.message);
+      messages.push(...out.map((m) => m.toString()));
+    }
+    expect(messages).toEqual(['hello', '', 'world!']);
+    expect(reader.pending).toBe(false);
+  });
+
+  it('reports an unfinished message as pending', () => {
+    const reader = new MessageReader(1024);
+    expect(reader.push(framed('hello').subarray(0, 7))).toEqual([]);
+    expect(reader.pending).toBe(true);
+  });
+
+  it.each([
+    {
+      name: 'refuses a message longer than the limit from its prefix alone',
+      chunk: Buffer.from([0, 0, 0, 0x10, 0x01]),
+      expected: { code: GrpcStatus.RESOURCE_EXHAUSTED, message: expect.stringMatching(/^ProcessingRequest of 4097 bytes exceeds the 4096-byte limit \(a BufferedPartial body message/) },
+    },
+    {
+      name: 'refuses a compressed message',
+      chunk: Buffer.from([1, 0, 0, 0, 1, 0x41]),
+      expected: { code: GrpcStatus.UNIMPLEMENTED, message: expect.stringMatching(/^compressed messages are not accepted/) },
+    },
+  ])('$name', ({ chunk, expected }) => {
+    expect(new MessageReader(4096).push(chunk)).toEqual(expected);
+  });
+});
+
+describe('status trailers', () => {
+  it.each([
+    { code: GrpcStatus.OK, message: '', expected: { 'grpc-status': '0' } },
+    { code: GrpcStatus.FAILED_PRECONDITION, message: 'out-of-order request_body', expected: { 'grpc-status': '9', 'grpc-message': 'out-of-order request_body' } },
+    { code: GrpcStatus.INTERNAL, message: '100% sure: é\n', expected: { 'grpc-status': '13', 'grpc-message': '100%25 sure: %C3%A9%0A' } },
+  ])('encode status $code with message $message', ({ code, message, expected }) => {
+    expect(statusTrailers(code, message)).toEqual(expected);
+    expect(decodeURIComponent(encodeGrpcMessage(message))).toBe(message);
+  });
+});

@@ -1,0 +1,98 @@
+// The gRPC-over-HTTP/2 wire format, as much of it as the hasher serves
+// (PROTOCOL-HTTP2 in grpc/grpc): length-prefixed messages and status
+// trailers. Pure; server.ts does the HTTP/2.
+import { status as GrpcStatus } from '@grpc/grpc-js';
+
+export const GRPC_CONTENT_TYPE = 'application/grpc';
+
+/** Frames one serialized message: a 0 flag byte (not compressed), a 4-byte big-endian length, the bytes. */
+export function frameMessage(payload: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(5 + payload.length);
+  frame[0] = 0;
+  frame.writeUInt32BE(payload.length, 1);
+  frame.set(payload, 5);
+  return frame;
+}
+
+export interface WireError {
+  code: GrpcStatus;
+  message: string;
+}
+
+/**
+ * Splits a request stream into messages as its bytes arrive. A message whose
+ * declared length is over maxMessageBytes is refused from its 5-byte prefix,
+ * before any of it is buffered. Compressed messages are refused: the server
+ * advertises no grpc-accept-encoding, so a client has no reason to send one.
+ */
+export class MessageReader {
+  private readonly maxMessageBytes: number;
+  private readonly chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(maxMessageBytes: number) {
+    this.maxMessageBytes = maxMessageBytes;
+  }
+
+  /** The complete messages the chunk finishes, in order; an error ends the stream. */
+  push(chunk: Buffer): Buffer[] | WireError {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const messages: Buffer[] = [];
+    while (this.buffered >= 5) {
+      const head = this.peek(5);
+      const length = head.readUInt32BE(1);
+      if (head[0] !== 0) {
+        return { code: GrpcStatus.UNIMPLEMENTED, message: 'compressed messages are not accepted (no grpc-accept-encoding was offered)' };
+      }
+      if (length > this.maxMessageBytes) {
+        return {
+          code: GrpcStatus.RESOURCE_EXHAUSTED,
+          message:
+            `ProcessingRequest of ${length} bytes exceeds the ${this.maxMessageBytes}-byte limit ` +
+            '(a BufferedPartial body message is at most the connection buffer limit, 32 KiB by default in Envoy Gateway)',
+        };
+      }
+      if (this.buffered < 5 + length) break;
+      messages.push(this.take(5 + length).subarray(5));
+    }
+    return messages;
+  }
+
+  /** True when bytes of an unfinished message are waiting. */
+  get pending(): boolean {
+    return this.buffered > 0;
+  }
+
+  private peek(bytes: number): Buffer {
+    const first = this.chunks[0] as Buffer;
+    if (first.length >= bytes) return first;
+    const joined = Buffer.concat(this.chunks);
+    this.chunks.splice(0, this.chunks.length, joined);
+    return joined;
+  }
+
+  private take(bytes: number): Buffer {
+    const joined = this.peek(bytes);
+    this.chunks.shift();
+    if (joined.length > bytes) this.chunks.unshift(joined.subarray(bytes));
+    this.buffered -= bytes;
+    return joined.subarray(0, bytes);
+  }
+}
+
+/**
+ * grpc-message is percent-encoded: bytes outside printable ASCII, and '%'
+ * itself, become %XX of their UTF-8 bytes.
+ */
+export function encodeGrpcMessage(message: string): string {
+  let out = '';
+  for (const byte of Buffer.from(message, 'utf8')) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+export function statusTrailers(code: GrpcStatus, message: string): Record<string, string> {
+  return message === '' ? { 'grpc-status': String(code) } : { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(message) };
+}
