@@ -212,10 +212,11 @@ describe('health and draining', () => {
   it('reports SERVING, turns NOT_SERVING on drain, answers the open stream, and refuses new ones', async () => {
     const { address, client, server } = await start();
     const health = healthClient(address);
-    for (const service of ['', 'envoy.service.ext_proc.v3.ExternalProcessor']) {
-      const checked = await new Promise<string | undefined>((resolve, reject) => health.Check({ service }, (error, response) => (error ? reject(error) : resolve(response?.status))));
-      expect(checked).toBe('SERVING');
-    }
+    const check = (service: string) =>
+      new Promise<string>((resolve) => health.Check({ service }, (error, response) => resolve(error ? grpc.status[error.code] : (response?.status ?? 'none'))));
+    expect(await check('')).toBe('SERVING');
+    expect(await check('envoy.service.ext_proc.v3.ExternalProcessor')).toBe('SERVING');
+    expect(await check('some.other.Service')).toBe('NOT_FOUND');
     const watch = health.Watch({ service: '' });
     const seen: string[] = [];
     watch.on('data', (message: { status: string }) => seen.push(message.status));
@@ -236,6 +237,23 @@ describe('health and draining', () => {
     const refused = new EnvoyStream(client);
     expect(await refused.send(headersMessage(base, true))).toBeUndefined();
     expect((await refused.status).code).toBe(grpc.status.UNAVAILABLE);
+  });
+
+  it('answers a method it does not serve with UNIMPLEMENTED', async () => {
+    const { address } = await start();
+    const Client = grpc.makeGenericClientConstructor(
+      { Other: { ...processMethod(), path: '/envoy.service.ext_proc.v3.ExternalProcessor/Other' } },
+      'ExternalProcessor',
+    );
+    const client = new Client(address, grpc.credentials.createInsecure()) as unknown as grpc.Client & { Other: () => grpc.ClientDuplexStream<unknown, unknown> };
+    const call = client.Other();
+    const status = await new Promise<grpc.StatusObject>((resolve) => {
+      call.on('status', resolve);
+      call.on('error', () => {});
+      call.on('data', () => {});
+    });
+    client.close();
+    expect(status).toMatchObject({ code: grpc.status.UNIMPLEMENTED, details: 'unknown method /envoy.service.ext_proc.v3.ExternalProcessor/Other' });
   });
 
   it('closes a stream still waiting for its body cleanly once the drain timeout passes', async () => {

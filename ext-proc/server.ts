@@ -141,6 +141,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
     });
     // Envoy half-closed: nothing more will come, so close our side cleanly.
     stream.on('end', () => {
+      if (call.ended) return;
       if (reader.pending) fail('undecodable', GrpcStatus.INTERNAL, 'the stream ended inside a message');
       else call.end();
     });
