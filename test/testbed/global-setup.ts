@@ -4,7 +4,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
+import { certManagerCrdFiles } from './cert-manager.ts';
 import { startControlPlane } from './control-plane.ts';
+import { ETCD_TOOLS, GATEWAY_TOOLS, KUBE_TOOLS, ensureGoTools } from './go-tools.ts';
 import { MODEL_SERVICE_CRD, gatewayCrdFiles, installCrds } from './crds.ts';
 import type { TestbedInfo } from './testbed.ts';
 import { makeWebhookCertificates, registerWebhooks, startWebhookProcess } from './webhook.ts';
@@ -12,7 +14,12 @@ import { makeWebhookCertificates, registerWebhooks, startWebhookProcess } from '
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const started = Date.now();
   const progress = (message: string) => process.stderr.write(`[testbed] ${message} (${Math.round((Date.now() - started) / 1000)}s)\n`);
-  progress('starting etcd and kube-apiserver (first run builds them from tools/; later runs use the cache)');
+  // Every Go binary and module the tests use, before any test's timeout starts:
+  // a cold build takes many minutes on 2 cores (progress lines follow), a warm one a second.
+  progress('finding or building the Go tools: kube-apiserver, kubectl, kube-controller-manager, etcd, egctl; cert-manager CRDs');
+  for (const tools of [KUBE_TOOLS, ETCD_TOOLS, GATEWAY_TOOLS]) await ensureGoTools(tools);
+  await certManagerCrdFiles();
+  progress('starting etcd and kube-apiserver');
   const cp = await startControlPlane({ controllerManager: true, keepDir: process.env.TESTBED_KEEP === '1' });
   try {
     progress(`control plane up at ${cp.server}; installing CRDs`);
