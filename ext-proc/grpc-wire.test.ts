@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { status as GrpcStatus } from '@grpc/grpc-js';
-import { MessageReader, encodeGrpcMessage, frameMessage, statusTrailers } from './grpc-wire.ts';
+import { status as grpcJsStatus } from '@grpc/grpc-js';
+import { GrpcStatus, MessageReader, encodeGrpcMessage, frameMessage, statusName, statusTrailers } from './grpc-wire.ts';
 
 const framed = (text: string) => frameMessage(Buffer.from(text));
 
@@ -53,6 +53,13 @@ describe('MessageReader', () => {
     },
   ])('$name', ({ chunk, expected }) => {
     expect(new MessageReader(4096).push(chunk)).toEqual(expected);
+  });
+});
+
+describe('status codes', () => {
+  it.each(Object.entries(GrpcStatus))('numbers %s as grpc-js does', (name, code) => {
+    expect(grpcJsStatus[name as keyof typeof grpcJsStatus]).toBe(code);
+    expect(statusName(code)).toBe(name);
   });
 });
 

@@ -1,9 +1,24 @@
 // The gRPC-over-HTTP/2 wire format, as much of it as the hasher serves
 // (PROTOCOL-HTTP2 in grpc/grpc): length-prefixed messages and status
 // trailers. Pure; server.ts does the HTTP/2.
-import { status as GrpcStatus } from '@grpc/grpc-js';
-
 export const GRPC_CONTENT_TYPE = 'application/grpc';
+
+/** The gRPC status codes this server sends (the numbering is fixed by the gRPC spec). */
+export const GrpcStatus = {
+  OK: 0,
+  INVALID_ARGUMENT: 3,
+  NOT_FOUND: 5,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+} as const;
+export type GrpcStatus = (typeof GrpcStatus)[keyof typeof GrpcStatus];
+
+/** The name of a status code, for logs. */
+export function statusName(code: GrpcStatus): string {
+  return Object.entries(GrpcStatus).find(([, value]) => value === code)?.[0] ?? String(code);
+}
 
 /** Frames one serialized message: a 0 flag byte (not compressed), a 4-byte big-endian length, the bytes. */
 export function frameMessage(payload: Uint8Array): Buffer {

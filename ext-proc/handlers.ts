@@ -2,7 +2,7 @@
 // the stream's phase in, one ProcessingResponse (or a reason to end the stream
 // with a gRPC error) out. The stream loop lives in server.ts.
 import xxhash from 'xxhash-wasm';
-import { status as GrpcStatus } from '@grpc/grpc-js';
+import { GrpcStatus } from './grpc-wire.ts';
 import type { ProcessingRequest, ProcessingResponse, RequestKind } from './protocol.ts';
 
 /** The header the BackendTrafficPolicy's consistent hash reads. */

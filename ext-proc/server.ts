@@ -7,9 +7,8 @@
 // (bench/RESULTS.md).
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { status as GrpcStatus } from '@grpc/grpc-js';
 import { pino, type Logger } from 'pino';
-import { GRPC_CONTENT_TYPE, MessageReader, frameMessage, statusTrailers } from './grpc-wire.ts';
+import { GRPC_CONTENT_TYPE, GrpcStatus, MessageReader, frameMessage, statusName, statusTrailers } from './grpc-wire.ts';
 import { DEFAULT_MAX_MESSAGE_BYTES, decodeRequest, handleMessage, loadXxh64, type HandlerConfig, type Phase } from './handlers.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
 import { EXT_PROC_SERVICE, HEALTH_SERVICE, PROCESS_METHOD_PATH, healthMethods, processMethod, type ServingStatus } from './protocol.ts';
@@ -114,7 +113,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
     const fail = (reason: string, code: GrpcStatus, message: string): void => {
       metrics.errors.inc({ reason });
       // message never contains body bytes (see handlers.ts and grpc-wire.ts).
-      log.warn({ peer, reason, code: GrpcStatus[code], error: message }, 'ending ext_proc stream with an error');
+      log.warn({ peer, reason, code: statusName(code), error: message }, 'ending ext_proc stream with an error');
       call.end({ code, details: message });
     };
 
