@@ -38,7 +38,7 @@ export function createMetrics(): ExtProcMetrics {
   for (const reason of ['undecodable', 'too-large', 'empty-message', 'out-of-order'] satisfies ErrorReason[]) errors.inc({ reason }, 0);
   const handling = new Histogram({
     name: 'ext_proc_message_handling_seconds',
-    help: 'Time from receiving a decoded ext_proc message to handing its answer to gRPC (Envoy waits 200 ms by default)',
+    help: 'Time from a complete ext_proc message to its answer handed to HTTP/2: decode, hash, encode (Envoy waits 200 ms by default)',
     labelNames: ['message'],
     buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.2],
     registers: [registry],

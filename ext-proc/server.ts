@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { GRPC_CONTENT_TYPE, GrpcStatus, MessageReader, frameMessage, statusName, statusTrailers } from './grpc-wire.ts';
-import { DEFAULT_MAX_MESSAGE_BYTES, decodeRequest, handleMessage, loadXxh64, type HandlerConfig, type Phase } from './handlers.ts';
+import { DEFAULT_MAX_MESSAGE_BYTES, decodeRequest, handleMessage, loadXxh64, type ErrorReason, type HandlerConfig, type Phase } from './handlers.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
 import { EXT_PROC_SERVICE, HEALTH_SERVICE, PROCESS_METHOD_PATH, healthMethods, processMethod, type ServingStatus } from './protocol.ts';
 
@@ -103,14 +103,14 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
 
   function serveProcess(stream: http2.ServerHttp2Stream): void {
     const call = new Call(stream);
-    const live_: LiveStream = { call, phase: 'awaiting-headers' };
+    const entry: LiveStream = { call, phase: 'awaiting-headers' };
     const reader = new MessageReader(maxMessageBytes);
     const peer = `${stream.session?.socket?.remoteAddress ?? 'unknown'}:${stream.session?.socket?.remotePort ?? ''}`;
-    live.add(live_);
+    live.add(entry);
     metrics.streamsStarted.inc();
     metrics.streamsOpen.inc();
 
-    const fail = (reason: string, code: GrpcStatus, message: string): void => {
+    const fail = (reason: ErrorReason, code: GrpcStatus, message: string): void => {
       metrics.errors.inc({ reason });
       // message never contains body bytes (see handlers.ts and grpc-wire.ts).
       log.warn({ peer, reason, code: statusName(code), error: message }, 'ending ext_proc stream with an error');
@@ -127,15 +127,15 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
       for (const bytes of messages) {
         const started = process.hrtime.bigint();
         const decoded = decodeRequest(bytes, method.requestDeserialize);
-        const result = decoded.ok ? handleMessage(live_.phase, decoded.request, config) : decoded;
+        const result = decoded.ok ? handleMessage(entry.phase, decoded.request, config) : decoded;
         if (!result.ok) {
           fail(result.reason, result.code, result.message);
           return;
         }
-        live_.phase = result.phase;
+        entry.phase = result.phase;
         call.send(method.responseSerialize(result.response));
         metrics.answered(result.outcome, decoded.ok ? (decoded.request.request ?? 'none') : 'none', Number(process.hrtime.bigint() - started) / 1e9);
-        if (draining && isIdle(live_.phase)) call.end();
+        if (draining && isIdle(entry.phase)) call.end();
       }
     });
     // Envoy half-closed: nothing more will come, so close our side cleanly.
@@ -146,9 +146,9 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
     });
     // A reset is routine (the HTTP request ended), so it is not an error.
     stream.on('close', () => {
-      if (!call.ended) log.debug({ peer, phase: live_.phase }, 'ext_proc stream reset by the client');
+      if (!call.ended) log.debug({ peer, phase: entry.phase }, 'ext_proc stream reset by the client');
       call.ended = true;
-      if (live.delete(live_)) metrics.streamsOpen.dec();
+      if (live.delete(entry)) metrics.streamsOpen.dec();
     });
     stream.on('error', (error: Error) => log.debug({ peer, error: error.message }, 'ext_proc stream error'));
   }
