@@ -2,16 +2,13 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { KubeConfig } from '@kubernetes/client-node';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { Logger } from 'pino';
 import { createLogger } from '../src/logger.ts';
 import { DEFAULT_EXT_PROC_IMAGE } from '../src/render.ts';
 import { exitOnSignal, parsePort } from '../webhook/command.ts';
-import { startWebhookServer } from '../webhook/server.ts';
-import { Reconciler } from './controller.ts';
-import { KubeClient } from './kube.ts';
-import { LeaderElector } from './leader.ts';
+// The Kubernetes client and the servers load only when their command runs:
+// @kubernetes/client-node alone costs ~90 MB of RSS, which the ext-proc pods must not carry.
 
 interface ReconcileFlags {
   extProcImage: string;
@@ -58,6 +55,12 @@ function inClusterNamespace(): string | undefined {
 
 /** Starts the reconciler behind leader election; returns a stop function. */
 export async function runReconciler(flags: ReconcileFlags, logger: Logger, onReady: (ready: boolean) => void = () => undefined): Promise<() => Promise<void>> {
+  const [{ KubeConfig }, { Reconciler }, { KubeClient }, { LeaderElector }] = await Promise.all([
+    import('@kubernetes/client-node'),
+    import('./controller.ts'),
+    import('./kube.ts'),
+    import('./leader.ts'),
+  ]);
   const kc = new KubeConfig();
   kc.loadFromDefault();
   const reconciler = new Reconciler(kc, { extProcImage: flags.extProcImage, logger, workers: flags.workers });
@@ -108,6 +111,7 @@ export function registerReconcileCommands(program: Command): void {
   ).action(async (flags: ReconcileFlags & { port: number; host: string; certDir: string }) => {
     const logger = createLogger('manager');
     // Every replica serves admission; only the leader reconciles. Readiness does not wait for leadership.
+    const { startWebhookServer } = await import('../webhook/server.ts');
     const webhook = await startWebhookServer({ port: flags.port, host: flags.host, certDir: flags.certDir, logger });
     const stopReconciler = await runReconciler(flags, logger);
     exitOnSignal(async () => {

@@ -198,6 +198,8 @@ function extProcDeployment(ms: ModelService, options: RenderOptions): KubeObject
               livenessProbe: { ...grpcProbe, periodSeconds: 10, failureThreshold: 3 },
               resources: { requests: { cpu: '100m', memory: '64Mi' }, limits: { cpu: '1', memory: '256Mi' } },
               securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+              // The hasher drains as soon as SIGTERM arrives; give Envoy time to see the endpoint go first.
+              lifecycle: { preStop: { exec: { command: ['sleep', '5'] } } },
             },
           ],
           // Longer than the hasher's drain on SIGTERM, so open streams finish.

@@ -1,6 +1,5 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { createLogger } from '../src/logger.ts';
-import { startWebhookServer } from './server.ts';
 
 export function parsePort(value: string): number {
   const port = Number(value);
@@ -26,6 +25,7 @@ export function registerWebhookCommand(program: Command): void {
     .requiredOption('--cert-dir <dir>', 'folder with tls.crt and tls.key (reloaded when they change)')
     .action(async (opts: { port: number; host: string; certDir: string }) => {
       const logger = createLogger('webhook');
+      const { startWebhookServer } = await import('./server.ts');
       const webhook = await startWebhookServer({ port: opts.port, host: opts.host, certDir: opts.certDir, logger });
       exitOnSignal(() => webhook.close());
     });
