@@ -19,7 +19,8 @@ export default defineConfig({
           include: ['test/**/*.int.test.ts'],
           globalSetup: ['test/testbed/global-setup.ts'],
           testTimeout: 120_000,
-          hookTimeout: 1_800_000,
+          // The global setup may build the Go tools cold (35-40 min on 2 cores).
+          hookTimeout: 3_600_000,
           // One control plane is shared; files run one after another.
           fileParallelism: false,
         },
