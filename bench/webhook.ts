@@ -6,6 +6,7 @@
 // Usage: npm run bench:webhook   (node bench/webhook.ts [--count 500])
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import * as https from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { KubeConfig, CustomObjectsApi, CoreV1Api } from '@kubernetes/client-node';
@@ -133,6 +134,16 @@ async function throughApiServer(): Promise<void> {
     console.log(formatRow(['mutating + validating', withWebhooks, count / withWebhooks]));
     const ratio = withWebhooks / without;
     console.log(`\nRatio with/without: ${ratio.toFixed(3)} (goal ≤ 1.10: ${ratio <= 1.1 ? 'met' : 'NOT met'}); webhook defaults seen on created objects: ${defaulted}`);
+    const metrics = await new Promise<string>((resolve) => {
+      https.get(`https://127.0.0.1:${port}/metrics`, { rejectUnauthorized: false }, (res) => {
+        let text = '';
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve(text));
+      });
+    });
+    const connections = /modelplane_affinity_webhook_tls_connections_total (\d+)/.exec(metrics)?.[1];
+    const reviews = [...metrics.matchAll(/modelplane_affinity_admission_requests_total\{[^}]*\} (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+    console.log(`Webhook: ${reviews} AdmissionReviews over ${connections} TLS connections from the API server`);
     await webhook.stop();
   } finally {
     await cp.stop();
@@ -141,5 +152,5 @@ async function throughApiServer(): Promise<void> {
 
 const dir = (await import('node:fs')).mkdtempSync(join((await import('node:os')).tmpdir(), 'mpa-bench-'));
 console.log(`# Webhook benchmark — ${new Date().toISOString()}, Node ${process.version}, ${(await import('node:os')).cpus().length} cores`);
-await webhookAlone(dir);
+if (!process.argv.includes('--api-server-only')) await webhookAlone(dir);
 await throughApiServer();

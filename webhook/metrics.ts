@@ -4,6 +4,7 @@ export interface WebhookMetrics {
   registry: Registry;
   requests: Counter<'path' | 'result'>;
   duration: Histogram<'path'>;
+  connections: Counter;
 }
 
 export function createWebhookMetrics(registry = new Registry()): WebhookMetrics {
@@ -14,6 +15,11 @@ export function createWebhookMetrics(registry = new Registry()): WebhookMetrics 
       name: 'modelplane_affinity_admission_requests_total',
       help: 'AdmissionReviews answered, by path and result (allowed, patched, denied, skipped, malformed).',
       labelNames: ['path', 'result'],
+      registers: [registry],
+    }),
+    connections: new Counter({
+      name: 'modelplane_affinity_webhook_tls_connections_total',
+      help: 'TLS connections accepted; the API server keeps them alive, so this grows slowly when all is well.',
       registers: [registry],
     }),
     duration: new Histogram({

@@ -30,6 +30,7 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
   const server = createServer({ ...pair, minVersion: 'TLSv1.2' }, app);
   // The API server keeps connections open between admissions; keep them longer than its idle timeout.
   server.keepAliveTimeout = 90_000;
+  server.on('secureConnection', () => metrics.connections.inc());
   const watcher = watchCertificates(
     certDir,
     (next) => {
