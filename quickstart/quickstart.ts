@@ -9,7 +9,7 @@ import { connectExtProc, headerValues, playRequest } from '../ext-proc/envoy-har
 import type { KubeObject } from '../src/model-service.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, gatewayCrdFiles, installCrds } from '../test/testbed/crds.ts';
-import { REPO_ROOT } from '../test/testbed/go-tools.ts';
+import { GATEWAY_TOOLS, REPO_ROOT, ensureGoTools } from '../test/testbed/go-tools.ts';
 import { freePort, startProcess, waitFor } from '../test/testbed/processes.ts';
 import { CLI, makeWebhookCertificates, registerWebhooks, startWebhookProcess } from '../test/testbed/webhook.ts';
 import { gatewaySummary } from './gateway-summary.ts';
@@ -20,6 +20,7 @@ const step = (n: number, title: string) => console.log(`\n${bold(`[${n}/7] ${tit
 const indent = (text: string, prefix = '    ') => text.trimEnd().split('\n').map((l) => prefix + l).join('\n');
 
 step(1, 'Starting etcd and kube-apiserver v1.36 (the first run builds them from Go modules: several minutes, with progress)');
+await ensureGoTools(GATEWAY_TOOLS); // egctl for step 7: build it now with the others
 const cp = await startControlPlane();
 const cleanup: (() => Promise<void>)[] = [() => cp.stop()];
 let failed = false;
