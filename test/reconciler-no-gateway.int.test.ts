@@ -1,6 +1,7 @@
-// A cluster without Envoy Gateway: the reconciler says so in AffinityReady
-// (GatewayCRDsMissing) and recovers by itself once the CRDs are installed.
-// Uses a control plane of its own, with only our CRD at first.
+// A cluster without Envoy Gateway, and without our webhook: the reconciler says
+// so in AffinityReady (GatewayCRDsMissing), recovers by itself once the CRDs
+// are installed, and reports InvalidSpec for a spec the webhook would have
+// refused. Uses a control plane of its own, with only our CRD at first.
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -42,3 +43,16 @@ it('reports GatewayCRDsMissing without Envoy Gateway, then applies once its CRDs
   await waitFor('Applied', async () => (await condition())?.reason === 'Applied', 120_000, () => reconciler.tail());
   expect((await cp.kubectl(['get', 'backendtrafficpolicies.gateway.envoyproxy.io', 'kimi-affinity', '-n', 'default'])).code).toBe(0);
 }, 240_000);
+
+it('reports InvalidSpec when the webhook was bypassed, and leaves the objects it applied before', async () => {
+  // This control plane has no webhook registered, so the API server stores what it is given.
+  await cp.kubectlOk(['apply', '-f', '-'], {
+    input: stringify({ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: 'kimi', namespace: 'default' }, spec: { affinity: { type: 'Session', sessionHeader: 'Connection', fallback: 'None' } } }),
+  });
+  await waitFor('InvalidSpec', async () => (await condition())?.reason === 'InvalidSpec', 60_000, () => reconciler.tail());
+  const invalid = await condition();
+  expect(invalid?.status).toBe('False');
+  expect(invalid?.message).toContain('spec.affinity.sessionHeader: Invalid value: "Connection": must not be a hop-by-hop header');
+  const btp = JSON.parse(await cp.kubectlOk(['get', 'backendtrafficpolicies.gateway.envoyproxy.io', 'kimi-affinity', '-n', 'default', '-o', 'json']));
+  expect(btp.spec.loadBalancer.consistentHash.headers[0].name).toBe('X-Session-ID');
+}, 120_000);
