@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { KubeObject, ModelService } from '../src/model-service.ts';
 import { isSubset } from '../src/ownership.ts';
-import { render } from '../src/render.ts';
+import { GENERATED_RESOURCES, render } from '../src/render.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, gatewayCrdFiles, installCrds } from '../test/testbed/crds.ts';
 import { startProcess } from '../test/testbed/processes.ts';
@@ -17,7 +17,7 @@ import { formatRow } from './stats.ts';
 
 const count = Number(process.argv[process.argv.indexOf('--count') + 1] || 1000) || 1000;
 const IMAGE = 'ghcr.io/modelplane/modelplane-affinity:bench';
-const KINDS = 'backendtrafficpolicies.gateway.envoyproxy.io,envoyextensionpolicies.gateway.envoyproxy.io,deployments.apps,services,poddisruptionbudgets.policy';
+const KINDS = GENERATED_RESOURCES.join(',');
 
 function modelServices(namespace: string): ModelService[] {
   return Array.from({ length: count }, (_, i) => ({

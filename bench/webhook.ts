@@ -5,7 +5,6 @@
 //     webhooks registered vs. with none, in the same run, as a ratio.
 // Usage: npm run bench:webhook   (node bench/webhook.ts [--count 500])
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import * as https from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';

@@ -6,7 +6,7 @@ import { parseAllDocuments, stringify } from 'yaml';
 import { mutateModelService } from '../src/admission.ts';
 import { formatInvalidObject } from '../src/field-errors.ts';
 import { MODEL_SERVICE_GROUP, MODEL_SERVICE_KIND, type ModelService, isModelService } from '../src/model-service.ts';
-import { DEFAULT_EXT_PROC_IMAGE, render } from '../src/render.ts';
+import { DEFAULT_EXT_PROC_IMAGE, MANIFEST_YAML_OPTIONS, render } from '../src/render.ts';
 
 export interface RenderOutput {
   yaml: string;
@@ -40,7 +40,7 @@ export function renderDocuments(text: string, extProcImage: string): RenderOutpu
     }
     out.push(mutateModelService(ms), ...result.objects);
   }
-  return { yaml: out.map((o) => `---\n${stringify(o, { lineWidth: 0 })}`).join(''), warnings, errors };
+  return { yaml: out.map((o) => `---\n${stringify(o, MANIFEST_YAML_OPTIONS)}`).join(''), warnings, errors };
 }
 
 export function registerRenderCommand(program: Command): void {

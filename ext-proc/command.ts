@@ -1,28 +1,19 @@
 // `modelplane-affinity ext-proc`: the command that runs the prefix hasher.
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
+import { integerBetween, parsePort } from '../bin/options.ts';
 import { PREFIX_BYTES_MAX, PREFIX_BYTES_MIN } from '../src/affinity.ts';
-
-export function integerBetween(min: number, max: number): (raw: string) => number {
-  return (raw) => {
-    const value = Number(raw);
-    if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
-      throw new InvalidArgumentError(`must be an integer between ${min} and ${max}`);
-    }
-    return value;
-  };
-}
 
 export function registerExtProcCommand(program: Command): Command {
   return program
     .command('ext-proc')
     .description('run the ext_proc prefix hasher: sets x-prompt-hash to XXH64 of the first N body bytes')
-    .requiredOption('--port <port>', 'gRPC port (plaintext HTTP/2)', integerBetween(0, 65535), 9002)
+    .requiredOption('--port <port>', 'gRPC port (plaintext HTTP/2)', parsePort, 9002)
     .requiredOption(
       '--prefix-bytes <n>',
       `bytes of the request body hashed (${PREFIX_BYTES_MIN}..${PREFIX_BYTES_MAX})`,
       integerBetween(PREFIX_BYTES_MIN, PREFIX_BYTES_MAX),
     )
-    .option('--metrics-port <port>', 'Prometheus /metrics port', integerBetween(0, 65535), 9090)
+    .option('--metrics-port <port>', 'Prometheus /metrics port', parsePort, 9090)
     .option('--host <address>', 'address to listen on', '0.0.0.0')
     .action(async (options: { port: number; prefixBytes: number; metricsPort: number; host: string }) => {
       // Loaded only when this command runs: other commands need neither gRPC nor the Envoy protos.

@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { Command } from 'commander';
 import {
-  PROMPT_HASH_HEADER,
   decodeRequest,
   handleMessage,
   loadXxh64,
@@ -11,7 +10,9 @@ import {
   type Phase,
   type Rejection,
 } from './handlers.ts';
-import { integerBetween, registerExtProcCommand } from './command.ts';
+import { integerBetween } from '../bin/options.ts';
+import { PROMPT_HASH_HEADER } from '../src/affinity.ts';
+import { registerExtProcCommand } from './command.ts';
 import { processMethod, type ProcessingRequest, type ProcessingResponse } from './protocol.ts';
 import { referencePromptHash, referenceXxh64 } from './xxh64-reference.ts';
 

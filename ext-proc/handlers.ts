@@ -2,11 +2,10 @@
 // the stream's phase in, one ProcessingResponse (or a reason to end the stream
 // with a gRPC error) out. The stream loop lives in server.ts.
 import xxhash from 'xxhash-wasm';
+import { PROMPT_HASH_HEADER } from '../src/affinity.ts';
 import { GrpcStatus } from './grpc-wire.ts';
 import type { ProcessingRequest, ProcessingResponse, RequestKind } from './protocol.ts';
 
-/** The header the BackendTrafficPolicy's consistent hash reads. */
-export const PROMPT_HASH_HEADER = 'x-prompt-hash';
 
 /**
  * The largest ProcessingRequest accepted. A BufferedPartial body message is at

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { connectExtProc, headerValues, playRequest } from '../ext-proc/envoy-harness.ts';
 import type { KubeObject } from '../src/model-service.ts';
+import { GENERATED_RESOURCES } from '../src/render.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, gatewayCrdFiles, installCrds } from '../test/testbed/crds.ts';
 import { GATEWAY_TOOLS, REPO_ROOT, ensureGoTools } from '../test/testbed/go-tools.ts';
@@ -64,7 +65,7 @@ try {
   }
 
   step(6, 'Generated objects (reconciler, server-side apply) and the AffinityReady condition');
-  const kinds = 'backendtrafficpolicies.gateway.envoyproxy.io,envoyextensionpolicies.gateway.envoyproxy.io,deployments.apps,services,poddisruptionbudgets.policy';
+  const kinds = GENERATED_RESOURCES.join(',');
   await waitFor('generated objects', async () => (await cp.kubectlOk(['get', kinds, '-n', 'ml', '-l', 'app.kubernetes.io/managed-by=modelplane-affinity', '-o', 'name'])).split('\n').filter(Boolean).length >= 6, 60_000, () => manager.process.tail());
   console.log(indent(await cp.kubectlOk(['get', kinds, '-n', 'ml', '-l', 'app.kubernetes.io/managed-by=modelplane-affinity'])));
   await waitFor('conditions', async () => (await cp.kubectlOk(['get', 'modelservices', '-n', 'ml'])).split('\n').filter((l) => /True/.test(l)).length >= 3, 30_000);

@@ -2,11 +2,11 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { createLogger } from '../src/logger.ts';
 import { DEFAULT_EXT_PROC_IMAGE } from '../src/render.ts';
-import { exitOnSignal, parsePort } from '../webhook/command.ts';
+import { exitOnSignal, integerBetween, parseDuration, parsePort } from '../bin/options.ts';
 // The Kubernetes client and the servers load only when their command runs:
 // @kubernetes/client-node alone costs ~90 MB of RSS, which the ext-proc pods must not carry.
 
@@ -21,18 +21,6 @@ interface ReconcileFlags {
   workers: number;
 }
 
-function parseDuration(value: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(value);
-  if (!match) throw new InvalidArgumentError(`a duration such as 500ms, 15s or 1m, got ${JSON.stringify(value)}`);
-  return Number(match[1]) * { ms: 1, s: 1000, m: 60_000 }[match[2] as 'ms' | 's' | 'm'];
-}
-
-function parseCount(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > 64) throw new InvalidArgumentError(`a whole number from 1 to 64, got ${JSON.stringify(value)}`);
-  return n;
-}
-
 function addReconcileOptions(command: Command): Command {
   return command
     .addOption(new Option('--ext-proc-image <image>', 'image for the generated ext_proc Deployments').env('MODELPLANE_AFFINITY_EXT_PROC_IMAGE').default(DEFAULT_EXT_PROC_IMAGE))
@@ -42,7 +30,7 @@ function addReconcileOptions(command: Command): Command {
     .option('--lease-duration <duration>', 'how long a lease is valid without renewal', parseDuration, 15_000)
     .option('--renew-deadline <duration>', 'how long the leader retries renewing before it steps down', parseDuration, 10_000)
     .option('--retry-period <duration>', 'interval between acquire/renew attempts', parseDuration, 2_000)
-    .option('--workers <n>', 'concurrent reconciles', parseCount, 8);
+    .option('--workers <n>', 'concurrent reconciles', integerBetween(1, 64), 8);
 }
 
 function inClusterNamespace(): string | undefined {

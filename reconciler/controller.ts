@@ -48,7 +48,6 @@ export class Reconciler {
   private readonly owned = new Map<string, Cache<KubeObject & KubernetesObject>>();
   /** HTTPRoutes, read only to tell what failover their shape allows (src/route-shape.ts). */
   private routes?: Cache<KubeObject & KubernetesObject>;
-  private readonly started: Promise<void>[] = [];
   private stopped = false;
   private synced = false;
   private readonly restartTimers = new Set<NodeJS.Timeout>();
@@ -174,35 +173,30 @@ export class Reconciler {
     }
 
     const applied: string[] = [];
+    const conflicts: string[] = [];
+    let writing: KubeObject | undefined;
     try {
-      const conflicts: string[] = [];
       for (const object of result.objects) {
-        if (!(await this.mayWrite(object, ms.metadata.uid))) {
+        writing = object;
+        const cached = this.owned.get(object.kind)?.get(object.metadata.name ?? '', object.metadata.namespace);
+        if (!(await this.mayWrite(object, cached, ms.metadata.uid))) {
           conflicts.push(`${object.kind} ${object.metadata.name}`);
           continue;
         }
-        const cached = this.owned.get(object.kind)?.get(object.metadata.name ?? '', object.metadata.namespace);
         if (!isUpToDate(object, cached)) await this.client.apply(this.refFor(object), object);
         applied.push(`${object.kind} ${object.metadata.name}`);
       }
+      writing = undefined;
       if (conflicts.length > 0) {
-        await this.report(
-          ms,
-          {
-            status: 'False',
-            reason: Reasons.ObjectConflict,
-            message: `${conflicts.join(', ')} already exist and are not controlled by this ModelService; rename or delete them (they are left untouched)`,
-            observedGeneration: ms.metadata.generation ?? 0,
-          },
-          'Warning',
-        );
+        const message = `${conflicts.join(', ')} already exist and are not controlled by this ModelService; rename or delete them (they are left untouched)`;
+        await this.report(ms, { status: 'False', reason: Reasons.ObjectConflict, message }, 'Warning');
         return;
       }
       const pruned = await this.prune(ms, result.objects);
       if (pruned.length > 0) await this.event(ms, 'Normal', 'Pruned', `deleted ${pruned.join(', ')} (no longer needed)`);
     } catch (error) {
-      const api = error instanceof KubeApiError ? error : undefined;
-      const missingGateway = api?.status === 404 && this.isGatewayKindError(error as Error);
+      // A 404 on writing an Envoy Gateway kind means the cluster does not serve that kind at all.
+      const missingGateway = error instanceof KubeApiError && error.status === 404 && writing?.apiVersion === ENVOY_GATEWAY_API_VERSION;
       const input: ConditionInput = missingGateway
         ? {
             status: 'False',
@@ -210,7 +204,7 @@ export class Reconciler {
             message: `Envoy Gateway's policy kinds are not served by this cluster: install Envoy Gateway >= v1.9.0 (${(error as Error).message})`,
           }
         : { status: 'False', reason: Reasons.ApplyFailed, message: (error as Error).message };
-      await this.report(ms, { ...input, observedGeneration: ms.metadata.generation ?? 0 }, 'Warning').catch(() => undefined);
+      await this.report(ms, input, 'Warning').catch(() => undefined);
       throw error;
     }
 
@@ -222,12 +216,11 @@ export class Reconciler {
       result.objects.length === 0
         ? { status: 'True', reason: Reasons.AffinityDisabled, message: `affinity type None: no gateway objects${warnings}` }
         : { status: 'True', reason, message: `applied ${applied.join(', ')}${warnings}` };
-    await this.report(ms, { ...input, observedGeneration: ms.metadata.generation ?? 0 }, allWarnings.length > 0 ? 'Warning' : 'Normal');
+    await this.report(ms, input, allWarnings.length > 0 ? 'Warning' : 'Normal');
   }
 
   /** Only objects we control, or that do not exist yet, are written: a namesake of someone else's is left alone. */
-  private async mayWrite(object: KubeObject, ownerUid: string): Promise<boolean> {
-    const cached = this.owned.get(object.kind)?.get(object.metadata.name ?? '', object.metadata.namespace);
+  private async mayWrite(object: KubeObject, cached: KubeObject | undefined, ownerUid: string): Promise<boolean> {
     if (cached) return isControlledBy(cached, ownerUid);
     try {
       const live = await this.client.get<KubeObject>(this.refFor(object));
@@ -236,10 +229,6 @@ export class Reconciler {
       if (error instanceof KubeApiError && error.status === 404) return true;
       throw error;
     }
-  }
-
-  private isGatewayKindError(error: Error): boolean {
-    return error.message.includes(`/apis/${ENVOY_GATEWAY_API_VERSION}/`);
   }
 
   private refFor(object: KubeObject) {
@@ -270,7 +259,7 @@ export class Reconciler {
 
   /** Writes AffinityReady (only on change) and an Event on each change. */
   private async report(ms: ModelService, input: ConditionInput, eventType: 'Normal' | 'Warning'): Promise<void> {
-    const condition = setAffinityReady(ms.status?.conditions, input, new Date());
+    const condition = setAffinityReady(ms.status?.conditions, { ...input, observedGeneration: ms.metadata.generation ?? 0 }, new Date());
     if (!condition) return;
     await this.client.apply(
       { apiVersion: MODEL_SERVICE_API_VERSION, plural: MODEL_SERVICE_PLURAL, namespace: ms.metadata.namespace, name: ms.metadata.name, subresource: 'status' },

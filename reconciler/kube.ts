@@ -53,7 +53,6 @@ export class KubeClient {
       hostname: url.hostname,
       port: url.port,
       path: `${url.pathname}${url.search}`,
-      agent: this.agent,
       headers: { accept: 'application/json' },
     };
     await this.kc.applyToHTTPSOptions(opts);
@@ -61,6 +60,7 @@ export class KubeClient {
     if (payload !== undefined) {
       opts.headers = { ...opts.headers, 'content-type': options.contentType ?? 'application/json', 'content-length': Buffer.byteLength(payload) };
     }
+    // After applyToHTTPSOptions, which may set an agent of its own: ours keeps connections alive.
     opts.agent = this.agent;
     return new Promise<T>((resolve, reject) => {
       const req = request(opts, (res) => {

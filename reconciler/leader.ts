@@ -3,7 +3,7 @@
 // acquisition safe; a leader that cannot renew within renewDeadline steps down
 // (the caller stops writing and exits, as controller-runtime does).
 import type { Logger } from 'pino';
-import { KubeApiError, type KubeClient } from './kube.ts';
+import { KubeApiError, type KubeClient, resourcePath } from './kube.ts';
 
 export interface LeaderElectionOptions {
   namespace: string;
@@ -65,7 +65,7 @@ export class LeaderElector {
     if (holder !== identity && !expired) return false;
     const transitions = (lease.spec.leaseTransitions ?? 0) + (holder === identity ? 0 : 1);
     // PUT with the resourceVersion we read: a concurrent writer makes this fail with 409.
-    await this.client.request('PUT', `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases/${name}`, {
+    await this.client.request('PUT', resourcePath(this.ref(name)), {
       body: {
         ...lease,
         spec: { ...lease.spec, ...spec, acquireTime: holder === identity ? lease.spec.acquireTime : microTime(now), leaseTransitions: transitions },
@@ -121,7 +121,7 @@ export class LeaderElector {
     try {
       const lease = await this.client.get<Lease>(this.ref(this.options.name));
       if (lease.spec.holderIdentity === this.options.identity) {
-        await this.client.request('PUT', `/apis/coordination.k8s.io/v1/namespaces/${this.options.namespace}/leases/${this.options.name}`, {
+        await this.client.request('PUT', resourcePath(this.ref(this.options.name)), {
           body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1 } },
         });
       }

@@ -46,7 +46,7 @@ const affinityShape = z.strictObject({
 /** The effective affinity type: an absent `affinity` or `type` means None. */
 export function affinityType(ms: ModelService): AffinityType {
   const type = ms.spec?.affinity?.type;
-  return type !== undefined && (AFFINITY_TYPES as readonly string[]).includes(type) ? type : 'None';
+  return isAffinityType(type) ? type : 'None';
 }
 
 /**
@@ -58,7 +58,7 @@ export function affinityType(ms: ModelService): AffinityType {
 export function applyDefaults(ms: ModelService): ModelService {
   const copy = structuredClone(ms);
   const affinity = copy.spec?.affinity as Record<string, unknown> | undefined;
-  if (affinity === undefined || affinity === null || typeof affinity !== 'object' || Array.isArray(affinity)) return copy;
+  if (!isPlainObject(affinity)) return copy;
   if (affinity.type === undefined) affinity.type = 'None';
   const type = affinity.type;
   if (type === 'PrefixHash' && affinity.prefixBytes === undefined) affinity.prefixBytes = PREFIX_BYTES_DEFAULT;
@@ -206,10 +206,10 @@ export function validate(ms: ModelService): ValidationResult {
   const affinity: unknown = ms.spec?.affinity;
   if (affinity === undefined || affinity === null) return { errors: [], warnings: [] };
   const errors = shapeErrors(affinity);
-  if (typeof affinity !== 'object' || Array.isArray(affinity)) return { errors, warnings: [] };
+  if (!isPlainObject(affinity)) return { errors, warnings: [] };
   const a = affinity as Affinity;
   const shapeFailed = new Set(errors.map((e) => e.path));
-  const type = (AFFINITY_TYPES as readonly unknown[]).includes(a.type) ? (a.type as AffinityType) : undefined;
+  const type = isAffinityType(a.type) ? a.type : undefined;
 
   if (type === 'PrefixHash' && typeof a.prefixBytes === 'number') {
     errors.push(...validatePrefixBytes(a.prefixBytes, `${AFFINITY_PATH}.prefixBytes`));

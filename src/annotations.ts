@@ -35,18 +35,10 @@ export function generatedObjectAnnotations(ms: ModelService): Record<string, str
 export function withGeneratedObjectAnnotations(ms: ModelService): ModelService {
   const copy = structuredClone(ms);
   const wanted = generatedObjectAnnotations(copy);
-  const current = copy.metadata.annotations ?? {};
-  const next: Record<string, string> = {};
-  for (const [key, value] of Object.entries(current)) {
-    if (!(GENERATED_OBJECT_ANNOTATIONS as readonly string[]).includes(key)) next[key] = value;
-  }
+  // Keys keep their place (delete, then assign), so an unchanged object diffs to an empty patch.
+  const next: Record<string, string> = { ...copy.metadata.annotations };
+  for (const key of GENERATED_OBJECT_ANNOTATIONS) if (!(key in wanted)) delete next[key];
   Object.assign(next, wanted);
-  if (Object.keys(next).length > 0 || copy.metadata.annotations !== undefined) {
-    // Keep the existing map's key order so an unchanged object diffs to an empty patch.
-    const ordered: Record<string, string> = {};
-    for (const key of Object.keys(current)) if (key in next) ordered[key] = next[key] as string;
-    for (const key of Object.keys(next)) if (!(key in ordered)) ordered[key] = next[key] as string;
-    copy.metadata.annotations = ordered;
-  }
+  if (Object.keys(next).length > 0 || copy.metadata.annotations !== undefined) copy.metadata.annotations = next;
   return copy;
 }

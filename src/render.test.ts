@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { formatFieldError } from './field-errors.ts';
 import type { ModelService } from './model-service.ts';
-import { desiredObjects, render, routeSelectors } from './render.ts';
+import { GENERATED_RESOURCES, MANIFEST_YAML_OPTIONS, desiredObjects, render, routeSelectors } from './render.ts';
 
 const DIR = join(import.meta.dirname, 'testdata', 'render');
 const IMAGE = 'ghcr.io/modelplane/modelplane-affinity:golden';
@@ -20,8 +20,10 @@ describe('render golden files', () => {
     const result = render(input, { extProcImage: IMAGE });
     const output = stringify(
       { warnings: result.warnings, errors: result.errors.map(formatFieldError), modelService: result.modelService, objects: result.objects },
-      { lineWidth: 0, sortMapEntries: false },
+      MANIFEST_YAML_OPTIONS,
     );
+    // Objects share label maps in memory; printed manifests must spell them out.
+    expect(output).not.toMatch(/[&*]a\d+\b/);
     const goldenFile = join(DIR, `${name}.out.yaml`);
     if (process.env.UPDATE_GOLDEN === '1' || !existsSync(goldenFile)) writeFileSync(goldenFile, output);
     expect(output).toBe(readFileSync(goldenFile, 'utf8'));
@@ -43,6 +45,16 @@ describe('render', () => {
     expect(withFallback?.spec).toHaveProperty('retry.retryOn.triggers', ['connect-failure', 'reset']);
     expect(without?.spec).not.toHaveProperty('healthCheck');
     expect(without?.spec).not.toHaveProperty('retry');
+  });
+
+  it('names every generated kind as kubectl and RBAC do', () => {
+    expect(GENERATED_RESOURCES).toEqual([
+      'services',
+      'deployments.apps',
+      'poddisruptionbudgets.policy',
+      'envoyextensionpolicies.gateway.envoyproxy.io',
+      'backendtrafficpolicies.gateway.envoyproxy.io',
+    ]);
   });
 
   it('targets routes by the Crossplane composite label and by our own label', () => {

@@ -33,6 +33,14 @@ export const GENERATED_KINDS = [
   { apiVersion: ENVOY_GATEWAY_API_VERSION, kind: 'BackendTrafficPolicy', plural: 'backendtrafficpolicies' },
 ] as const;
 
+/** How rendered objects are printed as YAML: maps the objects share are written out, not as anchors; no line folding. */
+export const MANIFEST_YAML_OPTIONS = { lineWidth: 0, aliasDuplicateObjects: false } as const;
+
+/** Each generated kind as kubectl and RBAC name it: `plural.group` (`services` for the core group). */
+export const GENERATED_RESOURCES: readonly string[] = GENERATED_KINDS.map(({ apiVersion, plural }) =>
+  apiVersion.includes('/') ? `${plural}.${apiVersion.split('/')[0]}` : plural,
+);
+
 export interface RenderOptions {
   /** Image that runs `modelplane-affinity ext-proc` (the add-on's own image). */
   extProcImage: string;
@@ -123,21 +131,27 @@ function backendTrafficPolicy(ms: ModelService, header: string): KubeObject {
 
 const EXT_PROC_APP = 'modelplane-affinity-ext-proc';
 
-function extProcSelector(ms: ModelService): Record<string, string> {
-  return { 'app.kubernetes.io/name': EXT_PROC_APP, 'app.kubernetes.io/instance': generatedNames(ms.metadata.name ?? '').prefixHash };
+/** The hasher's policy, Deployment, Service and PodDisruptionBudget share one name; the last three one pod selector. */
+interface Hasher {
+  name: string;
+  selector: Record<string, string>;
 }
 
-function envoyExtensionPolicy(ms: ModelService): KubeObject {
-  const names = generatedNames(ms.metadata.name ?? '');
+function hasherOf(ms: ModelService): Hasher {
+  const name = generatedNames(ms.metadata.name ?? '').prefixHash;
+  return { name, selector: { 'app.kubernetes.io/name': EXT_PROC_APP, 'app.kubernetes.io/instance': name } };
+}
+
+function envoyExtensionPolicy(ms: ModelService, hasher: Hasher): KubeObject {
   return {
     apiVersion: ENVOY_GATEWAY_API_VERSION,
     kind: 'EnvoyExtensionPolicy',
-    metadata: metadata(ms, names.prefixHash),
+    metadata: metadata(ms, hasher.name),
     spec: {
       targetSelectors: routeSelectors(ms.metadata.name ?? ''),
       extProc: [
         {
-          backendRefs: [{ group: '', kind: 'Service', name: names.prefixHash, port: EXT_PROC_PORT }],
+          backendRefs: [{ group: '', kind: 'Service', name: hasher.name, port: EXT_PROC_PORT }],
           processingMode: { request: { body: 'BufferedPartial' } },
           // Envoy's default budget per message; in BufferedPartial mode it holds the headers until our answer.
           messageTimeout: '200ms',
@@ -149,25 +163,22 @@ function envoyExtensionPolicy(ms: ModelService): KubeObject {
   };
 }
 
-function extProcService(ms: ModelService): KubeObject {
-  const name = generatedNames(ms.metadata.name ?? '').prefixHash;
+function extProcService(ms: ModelService, { name, selector }: Hasher): KubeObject {
   return {
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: metadata(ms, name, extProcSelector(ms)),
+    metadata: metadata(ms, name, selector),
     spec: {
       type: 'ClusterIP',
-      selector: extProcSelector(ms),
+      selector,
       // Envoy Gateway dials ext_proc backends with HTTP/2 cleartext (gRPC).
       ports: [{ name: 'grpc', port: EXT_PROC_PORT, targetPort: 'grpc', protocol: 'TCP', appProtocol: 'kubernetes.io/h2c' }],
     },
   };
 }
 
-function extProcDeployment(ms: ModelService, options: RenderOptions): KubeObject {
-  const name = generatedNames(ms.metadata.name ?? '').prefixHash;
+function extProcDeployment(ms: ModelService, { name, selector }: Hasher, options: RenderOptions): KubeObject {
   const prefixBytes = ms.spec?.affinity?.prefixBytes;
-  const selector = extProcSelector(ms);
   const grpcProbe = { grpc: { port: EXT_PROC_PORT } };
   return {
     apiVersion: 'apps/v1',
@@ -210,13 +221,12 @@ function extProcDeployment(ms: ModelService, options: RenderOptions): KubeObject
   };
 }
 
-function extProcPodDisruptionBudget(ms: ModelService): KubeObject {
-  const name = generatedNames(ms.metadata.name ?? '').prefixHash;
+function extProcPodDisruptionBudget(ms: ModelService, { name, selector }: Hasher): KubeObject {
   return {
     apiVersion: 'policy/v1',
     kind: 'PodDisruptionBudget',
-    metadata: metadata(ms, name, extProcSelector(ms)),
-    spec: { minAvailable: 1, selector: { matchLabels: extProcSelector(ms) } },
+    metadata: metadata(ms, name, selector),
+    spec: { minAvailable: 1, selector: { matchLabels: selector } },
   };
 }
 
@@ -235,7 +245,8 @@ export function desiredObjects(ms: ModelService, options: RenderOptions): KubeOb
   if (header === undefined) return [];
   const objects = [backendTrafficPolicy(ms, header)];
   if (affinityType(ms) === 'PrefixHash') {
-    objects.push(envoyExtensionPolicy(ms), extProcService(ms), extProcDeployment(ms, options), extProcPodDisruptionBudget(ms));
+    const hasher = hasherOf(ms);
+    objects.push(envoyExtensionPolicy(ms, hasher), extProcService(ms, hasher), extProcDeployment(ms, hasher, options), extProcPodDisruptionBudget(ms, hasher));
   }
   return sortObjects(objects);
 }

@@ -15,6 +15,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
+import { GENERATED_RESOURCES } from '../src/render.ts';
 import { type ImageLayout, buildImageRoot } from './install-image.ts';
 import { INSTALL_YAML, MANIFESTS_DIR, type ManifestObject, installObjects } from './install-manifests.ts';
 import { certManagerCrdFiles } from './testbed/cert-manager.ts';
@@ -133,7 +134,7 @@ interface Access {
   namespace?: string;
 }
 
-const GENERATED = ['services', 'deployments.apps', 'poddisruptionbudgets.policy', 'backendtrafficpolicies.gateway.envoyproxy.io', 'envoyextensionpolicies.gateway.envoyproxy.io'];
+const GENERATED = GENERATED_RESOURCES;
 
 /** What the manager does (reconciler/controller.ts, leader.ts, kube.ts) → must be allowed. */
 const NEEDED: Access[] = [

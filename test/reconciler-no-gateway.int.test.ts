@@ -24,15 +24,20 @@ afterAll(async () => {
   await cp?.stop();
 });
 
+/** Applies ModelService default/kimi with this Session header (fallback None). */
+async function applySession(sessionHeader: string): Promise<void> {
+  await cp.kubectlOk(['apply', '-f', '-'], {
+    input: stringify({ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: 'kimi', namespace: 'default' }, spec: { affinity: { type: 'Session', sessionHeader, fallback: 'None' } } }),
+  });
+}
+
 async function condition(): Promise<{ status: string; reason: string; message: string } | undefined> {
   const out = await cp.kubectl(['get', 'modelservice', 'kimi', '-n', 'default', '-o', 'json']);
   return out.code === 0 ? JSON.parse(out.stdout).status?.conditions?.[0] : undefined;
 }
 
 it('reports GatewayCRDsMissing without Envoy Gateway, then applies once its CRDs arrive', async () => {
-  await cp.kubectlOk(['apply', '-f', '-'], {
-    input: stringify({ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: 'kimi', namespace: 'default' }, spec: { affinity: { type: 'Session', sessionHeader: 'X-Session-ID', fallback: 'None' } } }),
-  });
+  await applySession('X-Session-ID');
   await waitFor('GatewayCRDsMissing', async () => (await condition())?.reason === 'GatewayCRDsMissing', 60_000, () => reconciler.tail());
   const missing = await condition();
   expect(missing?.status).toBe('False');
@@ -46,9 +51,7 @@ it('reports GatewayCRDsMissing without Envoy Gateway, then applies once its CRDs
 
 it('reports InvalidSpec when the webhook was bypassed, and leaves the objects it applied before', async () => {
   // This control plane has no webhook registered, so the API server stores what it is given.
-  await cp.kubectlOk(['apply', '-f', '-'], {
-    input: stringify({ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: 'kimi', namespace: 'default' }, spec: { affinity: { type: 'Session', sessionHeader: 'Connection', fallback: 'None' } } }),
-  });
+  await applySession('Connection');
   await waitFor('InvalidSpec', async () => (await condition())?.reason === 'InvalidSpec', 60_000, () => reconciler.tail());
   const invalid = await condition();
   expect(invalid?.status).toBe('False');

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import type { KubeObject, ModelService } from '../src/model-service.ts';
-import { render } from '../src/render.ts';
+import { GENERATED_KINDS, GENERATED_RESOURCES, render } from '../src/render.ts';
 import { renderDocuments } from '../bin/render-command.ts';
 import { type ManagedProcess, startProcess, waitFor } from './testbed/processes.ts';
 import { type Testbed, createNamespace, testbed } from './testbed/testbed.ts';
@@ -40,13 +40,7 @@ async function eventually(what: string, check: () => Promise<boolean>, timeoutMs
   await waitFor(what, check, timeoutMs, () => reconcilers.map((r) => r.tail(15)).join('\n---\n'));
 }
 
-const RESOURCE: Record<string, string> = {
-  BackendTrafficPolicy: 'backendtrafficpolicies.gateway.envoyproxy.io',
-  EnvoyExtensionPolicy: 'envoyextensionpolicies.gateway.envoyproxy.io',
-  Deployment: 'deployments.apps',
-  Service: 'services',
-  PodDisruptionBudget: 'poddisruptionbudgets.policy',
-};
+const RESOURCE: Record<string, string> = Object.fromEntries(GENERATED_KINDS.map((k, i) => [k.kind, GENERATED_RESOURCES[i] as string]));
 
 async function ownedNames(msName: string): Promise<string[]> {
   const out = await tb.kubectlOk(['get', Object.values(RESOURCE).join(','), '-n', ns, '-l', `affinity.modelplane.ai/model-service=${msName}`, '-o', 'json']);

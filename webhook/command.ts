@@ -1,20 +1,6 @@
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
+import { exitOnSignal, parsePort } from '../bin/options.ts';
 import { createLogger } from '../src/logger.ts';
-
-export function parsePort(value: string): number {
-  const port = Number(value);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`port must be 0..65535, got ${JSON.stringify(value)}`);
-  return port;
-}
-
-/** Stops `close` on SIGTERM/SIGINT, then exits. */
-export function exitOnSignal(close: () => Promise<void>): void {
-  const handler = (signal: string) => {
-    void close().finally(() => process.exit(signal === 'SIGINT' ? 130 : 0));
-  };
-  process.once('SIGTERM', handler);
-  process.once('SIGINT', handler);
-}
 
 export function registerWebhookCommand(program: Command): void {
   program

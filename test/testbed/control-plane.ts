@@ -53,9 +53,14 @@ function writeKubeconfig(file: string, server: string, ca: CertificateFiles, cli
   );
 }
 
-function httpsOk(url: string, ca: CertificateFiles, client: CertificateFiles, readFile: (f: string) => Buffer): Promise<boolean> {
+/** Credentials read once, for polling the API server's health before a kubeconfig exists. */
+function tlsOptions(ca: CertificateFiles, client: CertificateFiles): { ca: Buffer; cert: Buffer; key: Buffer } {
+  return { ca: readFileSync(ca.certFile), cert: readFileSync(client.certFile), key: readFileSync(client.keyFile) };
+}
+
+function httpsOk(url: string, tls: { ca: Buffer; cert: Buffer; key: Buffer }): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = request(url, { ca: readFile(ca.certFile), cert: readFile(client.certFile), key: readFile(client.keyFile), timeout: 2000 }, (res) => {
+    const req = request(url, { ...tls, timeout: 2000 }, (res) => {
       res.resume();
       resolve(res.statusCode === 200);
     });
@@ -150,8 +155,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       join(dir, 'kube-apiserver.log'),
     );
     processes.push(apiserver);
-    const readFile = (f: string) => readFileSync(f);
-    await waitFor('kube-apiserver /readyz', () => httpsOk(`${server}/readyz`, ca, admin, readFile), 90_000, () => apiserver.tail());
+    const adminTls = tlsOptions(ca, admin);
+    await waitFor('kube-apiserver /readyz', () => httpsOk(`${server}/readyz`, adminTls), 90_000, () => apiserver.tail());
 
     const kubeconfig = join(dir, 'kubeconfig');
     writeKubeconfig(kubeconfig, server, ca, admin);

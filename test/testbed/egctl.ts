@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
+import { MANIFEST_YAML_OPTIONS } from '../../src/render.ts';
 import { GATEWAY_TOOLS, ensureGoTools } from './go-tools.ts';
 
 /** Kinds the translator reads; anything else (ModelService, Deployment, ...) is left out of its input. */
@@ -25,7 +26,7 @@ export async function translate(objects: readonly { kind: string }[]): Promise<T
   const dir = mkdtempSync(join(tmpdir(), 'mpa-egctl-'));
   try {
     const input = join(dir, 'input.yaml');
-    writeFileSync(input, objects.filter((o) => TRANSLATOR_KINDS.has(o.kind)).map((o) => `---\n${stringify(o)}`).join(''));
+    writeFileSync(input, objects.filter((o) => TRANSLATOR_KINDS.has(o.kind)).map((o) => `---\n${stringify(o, MANIFEST_YAML_OPTIONS)}`).join(''));
     const raw = await new Promise<string>((resolve, reject) => {
       execFile(
         join(bin, 'egctl'),

@@ -1,6 +1,7 @@
 // Runs our real webhook (the CLI, as a child process) for the test control
 // plane and registers it with url + caBundle, as SPEC §2 and issue 3 describe.
 import { mkdirSync } from 'node:fs';
+import { request } from 'node:https';
 import { join } from 'node:path';
 import type { Kubectl } from './control-plane.ts';
 import { REPO_ROOT } from './go-tools.ts';
@@ -42,7 +43,6 @@ export async function startWebhookProcess(
   await waitFor(
     `${command} /healthz`,
     async () => {
-      const { request } = await import('node:https');
       return new Promise<boolean>((resolve) => {
         const req = request(`${baseUrl}/healthz`, { rejectUnauthorized: false, timeout: 1000 }, (res) => {
           res.resume();
