@@ -7,8 +7,8 @@ import type { Logger } from 'pino';
 import { createLogger } from '../src/logger.ts';
 import { DEFAULT_EXT_PROC_IMAGE } from '../src/render.ts';
 import { exitOnSignal, integerBetween, parseDuration, parsePort } from '../bin/options.ts';
-// The Kubernetes client and the servers load only when their command runs:
-// @kubernetes/client-node alone costs ~90 MB of RSS, which the ext-proc pods must not carry.
+// The Kubernetes client and the servers load only when their command runs, so
+// each process carries only the code of its own command.
 
 interface ReconcileFlags {
   extProcImage: string;
@@ -43,21 +43,24 @@ function inClusterNamespace(): string | undefined {
 
 /** Starts the reconciler behind leader election; returns a stop function. */
 export async function runReconciler(flags: ReconcileFlags, logger: Logger, onReady: (ready: boolean) => void = () => undefined): Promise<() => Promise<void>> {
-  const [{ KubeConfig }, { Reconciler }, { KubeClient }, { LeaderElector }] = await Promise.all([
-    import('@kubernetes/client-node'),
+  const [{ loadClusterAccess }, { Reconciler }, { KubeClient }, { LeaderElector }] = await Promise.all([
+    import('./cluster-access.ts'),
     import('./controller.ts'),
     import('./kube.ts'),
     import('./leader.ts'),
   ]);
-  const kc = new KubeConfig();
-  kc.loadFromDefault();
-  const reconciler = new Reconciler(kc, { extProcImage: flags.extProcImage, logger, workers: flags.workers });
+  const access = await loadClusterAccess();
+  logger.info({ server: access.server.origin, credentials: access.source }, 'connecting to the Kubernetes API');
+  const client = new KubeClient(access);
+  const reconciler = new Reconciler(client, { extProcImage: flags.extProcImage, logger, workers: flags.workers });
   if (!flags.leaderElect) {
     await reconciler.start();
     onReady(true);
-    return () => reconciler.stop();
+    return async () => {
+      await reconciler.stop();
+      client.close();
+    };
   }
-  const client = new KubeClient(kc);
   const elector = new LeaderElector(client, {
     namespace: flags.leaderElectionNamespace ?? inClusterNamespace() ?? 'default',
     name: flags.leaderElectionId,

@@ -2,7 +2,6 @@
 // reconciled by rendering the desired objects (src/render.ts, the same function
 // `render` prints), applying them with server-side apply, pruning what this
 // ModelService controls but no longer needs, and reporting AffinityReady.
-import { type KubeConfig, type KubernetesObject, makeInformer, type Informer, type ObjectCache } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { AFFINITY_READY, type ConditionInput, Reasons, setAffinityReady } from '../src/conditions.ts';
 import { formatFieldError } from '../src/field-errors.ts';
@@ -17,7 +16,8 @@ import { CROSSPLANE_COMPOSITE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_S
 import { routeShapeWarnings } from '../src/route-shape.ts';
 import { isControlledBy, isUpToDate, objectKey, objectsToPrune } from '../src/ownership.ts';
 import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions, render } from '../src/render.ts';
-import { FIELD_MANAGER, KubeApiError, KubeClient } from './kube.ts';
+import { FIELD_MANAGER, KubeApiError, type KubeClient } from './kube.ts';
+import { Informer, type Watched } from './informer.ts';
 import { WorkQueue } from './queue.ts';
 
 export interface ReconcilerOptions extends RenderOptions {
@@ -25,11 +25,9 @@ export interface ReconcilerOptions extends RenderOptions {
   workers?: number;
 }
 
-type Cache<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
-
 const PLURAL_BY_KIND = new Map<string, string>(GENERATED_KINDS.map((k) => [k.kind, k.plural]));
 
-function withoutManagedFields<T extends KubernetesObject>(object: T): T {
+function withoutManagedFields<T extends Watched>(object: T): T {
   if (object.metadata) delete object.metadata.managedFields;
   return object;
 }
@@ -39,23 +37,21 @@ function keyOf(namespace: string | undefined, name: string | undefined): string 
 }
 
 export class Reconciler {
-  private readonly kc: KubeConfig;
   private readonly client: KubeClient;
   private readonly options: ReconcilerOptions;
   private readonly logger: Logger;
   private readonly queue = new WorkQueue();
-  private modelServices?: Cache<ModelService & KubernetesObject>;
-  private readonly owned = new Map<string, Cache<KubeObject & KubernetesObject>>();
+  private modelServices?: Informer<ModelService>;
+  private readonly owned = new Map<string, Informer<KubeObject>>();
   /** HTTPRoutes, read only to tell what failover their shape allows (src/route-shape.ts). */
-  private routes?: Cache<KubeObject & KubernetesObject>;
+  private routes?: Informer<KubeObject>;
   private stopped = false;
   private synced = false;
   private readonly restartTimers = new Set<NodeJS.Timeout>();
   private workersDone: Promise<void[]> | undefined;
 
-  constructor(kc: KubeConfig, options: ReconcilerOptions) {
-    this.kc = kc;
-    this.client = new KubeClient(kc);
+  constructor(client: KubeClient, options: ReconcilerOptions) {
+    this.client = client;
     this.options = options;
     this.logger = options.logger;
   }
@@ -65,18 +61,9 @@ export class Reconciler {
     return this.synced;
   }
 
-  private informer<T extends KubernetesObject>(apiVersion: string, kind: string, plural: string, labelSelector?: string): Cache<T> {
-    const path = `${apiVersion.includes('/') ? `/apis/${apiVersion}` : `/api/${apiVersion}`}/${plural}`;
-    const list = async () => {
-      const result = await this.client.list<T>({ apiVersion, plural }, labelSelector);
-      // List items carry no apiVersion/kind; the rest of the code relies on them.
-      return { ...result, items: result.items.map((item) => withoutManagedFields({ ...item, apiVersion, kind })) } as never;
-    };
-    const informer = makeInformer<T>(this.kc, path, list, labelSelector);
-    // The cache keeps the very object handed to these callbacks: dropping
-    // managedFields here keeps it out of memory (as controller-runtime's default transform does).
-    informer.on('add', withoutManagedFields);
-    informer.on('update', withoutManagedFields);
+  private informer<T extends Watched>(apiVersion: string, kind: string, plural: string, labelSelector?: string): Informer<T> {
+    // Dropping managedFields keeps them out of memory (as controller-runtime's default transform does).
+    const informer = new Informer<T>(this.client, { ref: { apiVersion, plural }, kind, labelSelector, transform: withoutManagedFields });
     let failures = 0;
     informer.on('error', (error: unknown) => {
       if (this.stopped) return;
@@ -93,15 +80,15 @@ export class Reconciler {
   }
 
   async start(): Promise<void> {
-    this.modelServices = this.informer<ModelService & KubernetesObject>(MODEL_SERVICE_API_VERSION, MODEL_SERVICE_KIND, MODEL_SERVICE_PLURAL);
-    const enqueueModelService = (ms: KubernetesObject) => this.queue.add(keyOf(ms.metadata?.namespace, ms.metadata?.name));
+    this.modelServices = this.informer<ModelService>(MODEL_SERVICE_API_VERSION, MODEL_SERVICE_KIND, MODEL_SERVICE_PLURAL);
+    const enqueueModelService = (ms: Watched) => this.queue.add(keyOf(ms.metadata?.namespace, ms.metadata?.name));
     this.modelServices.on('add', enqueueModelService);
     this.modelServices.on('update', enqueueModelService);
 
     for (const kind of GENERATED_KINDS) {
-      const informer = this.informer<KubeObject & KubernetesObject>(kind.apiVersion, kind.kind, kind.plural, `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`);
+      const informer = this.informer<KubeObject>(kind.apiVersion, kind.kind, kind.plural, `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`);
       // A generated object changed or vanished: reconcile its owner (drift repair).
-      const enqueueOwner = (o: KubernetesObject) => {
+      const enqueueOwner = (o: KubeObject) => {
         const owner = o.metadata?.ownerReferences?.find((r) => r.controller && r.kind === MODEL_SERVICE_KIND);
         if (owner) this.queue.add(keyOf(o.metadata?.namespace, owner.name));
       };
@@ -110,8 +97,8 @@ export class Reconciler {
       this.owned.set(kind.kind, informer);
     }
 
-    this.routes = this.informer<KubeObject & KubernetesObject>('gateway.networking.k8s.io/v1', 'HTTPRoute', 'httproutes');
-    const enqueueRouteOwners = (route: KubernetesObject) => {
+    this.routes = this.informer<KubeObject>('gateway.networking.k8s.io/v1', 'HTTPRoute', 'httproutes');
+    const enqueueRouteOwners = (route: KubeObject) => {
       const values = new Set([route.metadata?.labels?.[CROSSPLANE_COMPOSITE_LABEL], route.metadata?.labels?.[MODEL_SERVICE_LABEL]]);
       for (const ms of this.modelServices?.list(route.metadata?.namespace) ?? []) {
         if (values.has(labelValue(ms.metadata?.name ?? ''))) enqueueModelService(ms);
@@ -138,7 +125,6 @@ export class Reconciler {
     for (const timer of this.restartTimers) clearTimeout(timer);
     for (const informer of [this.modelServices, ...this.owned.values(), this.routes]) await informer?.stop();
     await this.workersDone;
-    this.client.close();
   }
 
   private async worker(): Promise<void> {

@@ -1,9 +1,10 @@
 // A thin REST client over the Kubernetes API: server-side apply (also on the
-// status subresource), get, delete and Event creation. Credentials come from
-// @kubernetes/client-node's KubeConfig (in-cluster or KUBECONFIG).
-import { Agent, request } from 'node:https';
-import type { KubeConfig } from '@kubernetes/client-node';
+// status subresource), get, list, watch, delete and Event creation.
+// Credentials come from cluster-access.ts (kubeconfig or in-cluster).
+import { Agent, type RequestOptions, request } from 'node:https';
+import type { IncomingMessage } from 'node:http';
 import type { KubeObject } from '../src/model-service.ts';
+import type { ClusterAccess } from './cluster-access.ts';
 
 export const FIELD_MANAGER = 'modelplane-affinity';
 
@@ -33,58 +34,140 @@ export function resourcePath(ref: ResourceRef): string {
   return `${base}${ns}/${ref.plural}${name}${sub}`;
 }
 
-export class KubeClient {
-  private readonly kc: KubeConfig;
-  private readonly server: URL;
-  private readonly agent = new Agent({ keepAlive: true, maxSockets: 16 });
+/** One line of a watch stream. ERROR carries a Status instead of an object. */
+export type WatchEvent<T> =
+  | { type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK'; object: T }
+  | { type: 'ERROR'; object: { code?: number; reason?: string; message?: string; metadata?: undefined } };
 
-  constructor(kc: KubeConfig) {
-    this.kc = kc;
-    const cluster = kc.getCurrentCluster();
-    if (!cluster) throw new Error('no current cluster in the kubeconfig; set KUBECONFIG or run in a cluster');
-    this.server = new URL(cluster.server);
+export interface WatchOptions {
+  resourceVersion: string;
+  labelSelector?: string | undefined;
+  /** Called once the API server has accepted the watch. */
+  onOpen?: () => void;
+}
+
+function errorFromBody(method: string, url: URL, status: number, text: string): KubeApiError {
+  let parsed: { reason?: string; message?: string } = {};
+  try {
+    parsed = JSON.parse(text) as typeof parsed;
+  } catch {
+    // not a Status: the text is the message
+  }
+  return new KubeApiError(status, parsed.reason ?? 'Unknown', `${method} ${url.pathname}: ${status} ${parsed.message ?? text}`);
+}
+
+function readAll(res: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    res.on('error', reject);
+  });
+}
+
+export class KubeClient {
+  private readonly access: ClusterAccess;
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 16 });
+  /** Watches hold their connection for minutes: their own pool, so they never starve requests. */
+  private readonly watchAgent = new Agent({ keepAlive: true });
+
+  constructor(access: ClusterAccess) {
+    this.access = access;
   }
 
-  async request<T>(method: string, path: string, options: { body?: unknown; contentType?: string; query?: Record<string, string> } = {}): Promise<T> {
-    const url = new URL(path, this.server);
-    for (const [k, v] of Object.entries(options.query ?? {})) url.searchParams.set(k, v);
-    const opts: Parameters<typeof request>[1] = {
+  private async requestOptions(method: string, url: URL): Promise<RequestOptions> {
+    const opts: RequestOptions = {
       method,
       hostname: url.hostname,
       port: url.port,
       path: `${url.pathname}${url.search}`,
       headers: { accept: 'application/json' },
     };
-    await this.kc.applyToHTTPSOptions(opts);
+    await this.access.authorize(opts);
+    return opts;
+  }
+
+  private url(path: string, query: Record<string, string | undefined> = {}): URL {
+    const url = new URL(path, this.access.server);
+    for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, v);
+    return url;
+  }
+
+  async request<T>(method: string, path: string, options: { body?: unknown; contentType?: string; query?: Record<string, string> } = {}): Promise<T> {
+    const url = this.url(path, options.query);
+    const opts = await this.requestOptions(method, url);
     const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
     if (payload !== undefined) {
       opts.headers = { ...opts.headers, 'content-type': options.contentType ?? 'application/json', 'content-length': Buffer.byteLength(payload) };
     }
-    // After applyToHTTPSOptions, which may set an agent of its own: ours keeps connections alive.
+    // After authorize, which may set an agent of its own: ours keeps connections alive.
     opts.agent = this.agent;
     return new Promise<T>((resolve, reject) => {
       const req = request(opts, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
+        readAll(res).then((text) => {
           const status = res.statusCode ?? 0;
-          let parsed: unknown;
+          if (status < 200 || status >= 300) return reject(errorFromBody(method, url, status, text));
           try {
-            parsed = text === '' ? {} : JSON.parse(text);
-          } catch {
-            parsed = { message: text };
+            resolve((text === '' ? {} : JSON.parse(text)) as T);
+          } catch (error) {
+            reject(new Error(`${method} ${url.pathname}: the API server sent a body that is not JSON (${(error as Error).message})`));
           }
-          if (status >= 200 && status < 300) resolve(parsed as T);
-          else {
-            const s = parsed as { reason?: string; message?: string };
-            reject(new KubeApiError(status, s.reason ?? 'Unknown', `${method} ${url.pathname}: ${status} ${s.message ?? text}`));
-          }
-        });
+        }, reject);
       });
       req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${url.pathname}: timed out`)));
       req.on('error', reject);
       req.end(payload);
+    });
+  }
+
+  /**
+   * Follows a watch until the API server ends it (resolves) or it fails
+   * (rejects: HTTP errors, broken connections, or onEvent throwing). The
+   * server ends it after 5–10 minutes, like client-go's reflector, so
+   * connections are rebalanced; aborting the signal ends it quietly.
+   */
+  async watch<T>(ref: ResourceRef, options: WatchOptions, onEvent: (event: WatchEvent<T>) => void, signal: AbortSignal): Promise<void> {
+    const timeoutSeconds = 300 + Math.floor(Math.random() * 300);
+    const url = this.url(resourcePath(ref), {
+      watch: '1',
+      resourceVersion: options.resourceVersion || undefined,
+      allowWatchBookmarks: 'true',
+      timeoutSeconds: String(timeoutSeconds),
+      labelSelector: options.labelSelector,
+    });
+    const opts = await this.requestOptions('GET', url);
+    opts.agent = this.watchAgent;
+    opts.signal = signal;
+    return new Promise<void>((resolve, reject) => {
+      const fail = (error: Error) => {
+        req.destroy();
+        if (signal.aborted) resolve();
+        else reject(error);
+      };
+      const req = request(opts, (res) => {
+        if (res.statusCode !== 200) {
+          readAll(res).then((text) => fail(errorFromBody('GET', url, res.statusCode ?? 0, text)), fail);
+          return;
+        }
+        options.onOpen?.();
+        let rest = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          const lines = (rest + chunk).split('\n');
+          rest = lines.pop() ?? '';
+          try {
+            for (const line of lines) if (line.trim() !== '') onEvent(JSON.parse(line) as WatchEvent<T>);
+          } catch (error) {
+            fail(error as Error);
+          }
+        });
+        res.on('end', () => resolve());
+        res.on('error', fail);
+      });
+      // Bookmarks arrive about once a minute; a silent connection longer than the watch itself is dead.
+      req.setTimeout((timeoutSeconds + 60) * 1000, () => fail(new Error(`GET ${url.pathname}: watch silent for ${timeoutSeconds + 60} s`)));
+      req.on('error', fail);
+      req.end();
     });
   }
 
@@ -118,5 +201,6 @@ export class KubeClient {
 
   close(): void {
     this.agent.destroy();
+    this.watchAgent.destroy();
   }
 }
