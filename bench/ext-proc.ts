@@ -29,6 +29,7 @@ import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { percentile } from './stats.ts';
 import { ETCD_TOOLS, KUBE_TOOLS, REPO_ROOT, ensureGoTools, type GoToolsModule } from '../test/testbed/go-tools.ts';
 import { freePort, startProcess, type ManagedProcess } from '../test/testbed/processes.ts';
+import { builtCli } from '../test/testbed/webhook.ts';
 
 export const BENCH_TOOLS: GoToolsModule = {
   module: 'bench',
@@ -403,13 +404,14 @@ async function inner(): Promise<void> {
   const [benchBin] = await Promise.all([ensureGoTools(BENCH_TOOLS)]);
   const controlPlane = await startControlPlane();
   const scratch = controlPlane.dir;
+  const cli = builtCli();
   try {
     const startHasher = async (): Promise<Target> => {
       const port = await freePort();
       const metricsPort = await freePort();
       const proc = startProcess(
         'taskset',
-        ['-c', SERVER_CORE, process.execPath, join(REPO_ROOT, 'bin', 'modelplane-affinity.ts'), 'ext-proc', '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES)],
+        ['-c', SERVER_CORE, process.execPath, cli, 'ext-proc', '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES)],
         join(scratch, `hasher-${port}.log`),
       );
       return { name: 'prefix hasher', port, process: proc, answered: (r) => setHeaderKeys(r).includes('x-prompt-hash') };

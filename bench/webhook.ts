@@ -12,7 +12,7 @@ import { KubeConfig, CustomObjectsApi, CoreV1Api } from '@kubernetes/client-node
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, installCrds } from '../test/testbed/crds.ts';
 import { startProcess, freePort, waitFor } from '../test/testbed/processes.ts';
-import { CLI, makeWebhookCertificates, registerWebhooks, unregisterWebhooks } from '../test/testbed/webhook.ts';
+import { builtCli, makeWebhookCertificates, registerWebhooks, unregisterWebhooks } from '../test/testbed/webhook.ts';
 import { type GoToolsModule, ensureGoTools } from '../test/testbed/go-tools.ts';
 import { formatRow } from './stats.ts';
 
@@ -52,7 +52,7 @@ async function webhookAlone(dir: string): Promise<void> {
   const certDir = join(dir, 'bench-certs');
   makeWebhookCertificates(dir, certDir, 'bench');
   const port = await freePort();
-  const proc = startProcess('taskset', ['-c', '0', process.execPath, CLI, 'webhook', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir], join(dir, 'bench-webhook.log'), {
+  const proc = startProcess('taskset', ['-c', '0', process.execPath, cli, 'webhook', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir], join(dir, 'bench-webhook.log'), {
     ...process.env,
     LOG_LEVEL: 'warn',
   });
@@ -82,7 +82,7 @@ async function throughApiServer(): Promise<void> {
     const certDir = join(cp.dir, 'webhook-certs');
     const { ca } = makeWebhookCertificates(cp.dir, certDir, 'bench');
     const port = await freePort();
-    const webhook = startProcess(process.execPath, [CLI, 'webhook', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir], join(cp.dir, 'webhook.log'), { ...process.env, LOG_LEVEL: 'warn' });
+    const webhook = startProcess(process.execPath, [cli, 'webhook', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir], join(cp.dir, 'webhook.log'), { ...process.env, LOG_LEVEL: 'warn' });
     const kc = new KubeConfig();
     kc.loadFromFile(cp.kubeconfig);
     const objects = kc.makeApiClient(CustomObjectsApi);
@@ -149,6 +149,7 @@ async function throughApiServer(): Promise<void> {
   }
 }
 
+const cli = builtCli();
 const dir = (await import('node:fs')).mkdtempSync(join((await import('node:os')).tmpdir(), 'mpa-bench-'));
 console.log(`# Webhook benchmark — ${new Date().toISOString()}, Node ${process.version}, ${(await import('node:os')).cpus().length} cores`);
 if (!process.argv.includes('--api-server-only')) await webhookAlone(dir);

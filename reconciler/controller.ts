@@ -17,7 +17,7 @@ import { routeShapeWarnings } from '../src/route-shape.ts';
 import { isControlledBy, isUpToDate, objectKey, objectsToPrune } from '../src/ownership.ts';
 import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions, render } from '../src/render.ts';
 import { FIELD_MANAGER, KubeApiError, type KubeClient } from './kube.ts';
-import { Informer, type Watched } from './informer.ts';
+import { Informer, type InformerOptions, type Watched } from './informer.ts';
 import { WorkQueue } from './queue.ts';
 
 export interface ReconcilerOptions extends RenderOptions {
@@ -30,6 +30,12 @@ const PLURAL_BY_KIND = new Map<string, string>(GENERATED_KINDS.map((k) => [k.kin
 function withoutManagedFields<T extends Watched>(object: T): T {
   if (object.metadata) delete object.metadata.managedFields;
   return object;
+}
+
+/** Generated objects are compared by what we apply (metadata, spec), never by status: it stays out of the cache. */
+function withoutManagedFieldsOrStatus<T extends Watched>(object: T): T {
+  delete (object as { status?: unknown }).status;
+  return withoutManagedFields(object);
 }
 
 function keyOf(namespace: string | undefined, name: string | undefined): string {
@@ -61,9 +67,14 @@ export class Reconciler {
     return this.synced;
   }
 
-  private informer<T extends Watched>(apiVersion: string, kind: string, plural: string, labelSelector?: string): Informer<T> {
+  private informer<T extends Watched>(
+    apiVersion: string,
+    kind: string,
+    plural: string,
+    options: Pick<InformerOptions<T>, 'labelSelector' | 'transform' | 'indexBy'> = {},
+  ): Informer<T> {
     // Dropping managedFields keeps them out of memory (as controller-runtime's default transform does).
-    const informer = new Informer<T>(this.client, { ref: { apiVersion, plural }, kind, labelSelector, transform: withoutManagedFields });
+    const informer = new Informer<T>(this.client, { ref: { apiVersion, plural }, kind, transform: withoutManagedFields, ...options });
     let failures = 0;
     informer.on('error', (error: unknown) => {
       if (this.stopped) return;
@@ -86,7 +97,12 @@ export class Reconciler {
     this.modelServices.on('update', enqueueModelService);
 
     for (const kind of GENERATED_KINDS) {
-      const informer = this.informer<KubeObject>(kind.apiVersion, kind.kind, kind.plural, `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`);
+      const informer = this.informer<KubeObject>(kind.apiVersion, kind.kind, kind.plural, {
+        labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`,
+        transform: withoutManagedFieldsOrStatus,
+        // Pruning asks for what one ModelService controls; scanning the whole cache for it made a storm quadratic.
+        indexBy: (o) => o.metadata.ownerReferences?.find((r) => r.controller)?.uid,
+      });
       // A generated object changed or vanished: reconcile its owner (drift repair).
       const enqueueOwner = (o: KubeObject) => {
         const owner = o.metadata?.ownerReferences?.find((r) => r.controller && r.kind === MODEL_SERVICE_KIND);
@@ -209,7 +225,10 @@ export class Reconciler {
   private async mayWrite(object: KubeObject, cached: KubeObject | undefined, ownerUid: string): Promise<boolean> {
     if (cached) return isControlledBy(cached, ownerUid);
     try {
-      const live = await this.client.get<KubeObject>(this.refFor(object));
+      // Our caches see only labelled objects, so a namesake someone else made is looked up
+      // before the first write. From the watch cache: this check races with a namesake created
+      // between it and our write anyway, and a create storm should not cost etcd a read per object.
+      const live = await this.client.get<KubeObject>(this.refFor(object), { fromCache: true });
       return isControlledBy(live, ownerUid);
     } catch (error) {
       if (error instanceof KubeApiError && error.status === 404) return true;
@@ -224,11 +243,7 @@ export class Reconciler {
   }
 
   private async prune(ms: ModelService, desired: KubeObject[]): Promise<string[]> {
-    const live: KubeObject[] = [];
-    for (const [kind, informer] of this.owned) {
-      const apiVersion = GENERATED_KINDS.find((k) => k.kind === kind)?.apiVersion ?? '';
-      for (const o of informer.list(ms.metadata.namespace)) live.push({ ...o, apiVersion, kind });
-    }
+    const live = [...this.owned.values()].flatMap((informer) => informer.byIndex(ms.metadata.uid ?? ''));
     const pruned: string[] = [];
     for (const object of objectsToPrune(live, desired, ms.metadata.uid ?? '')) {
       try {

@@ -88,3 +88,39 @@ describe('Informer list and watch', () => {
     expect(errors).toEqual(['connection reset']);
   });
 });
+
+describe('Informer index', () => {
+  it('finds objects by their indexBy value, following updates and deletes', async () => {
+    const owned = (name: string, rv: string, owner: string): Watched => ({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name, namespace: 'ml', resourceVersion: rv, ownerReferences: [{ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', name: owner, uid: `uid-${owner}`, controller: true }] },
+    });
+    const events = [
+      { type: 'MODIFIED', object: owned('b', '3', 'y') },
+      { type: 'DELETED', object: owned('c', '4', 'x') },
+    ];
+    let played = false;
+    const client = {
+      list: async () => ({ items: [owned('a', '1', 'x'), owned('b', '1', 'x'), owned('c', '1', 'x')], metadata: { resourceVersion: '2' } }),
+      watch: async (_ref: unknown, _o: unknown, onEvent: (e: never) => void, signal: AbortSignal) => {
+        if (!played) {
+          played = true;
+          for (const event of events) onEvent(event as never);
+        }
+        return new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()));
+      },
+    };
+    const informer = new Informer<Watched>(client as never, {
+      ref: { apiVersion: 'v1', plural: 'services' },
+      kind: 'Service',
+      indexBy: (o) => o.metadata.ownerReferences?.find((r) => r.controller)?.uid,
+    });
+    await informer.start();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await informer.stop();
+    expect(informer.byIndex('uid-x').map((o) => o.metadata.name)).toEqual(['a']);
+    expect(informer.byIndex('uid-y').map((o) => o.metadata.name)).toEqual(['b']);
+    expect(informer.byIndex('uid-z')).toEqual([]);
+  });
+});

@@ -18,6 +18,8 @@ export interface InformerOptions<T> {
   labelSelector?: string | undefined;
   /** Applied to every object before it is cached and handed to handlers. */
   transform?: (object: T) => T;
+  /** One value each object is also found by (byIndex), like a client-go indexer; e.g. its owner's uid. */
+  indexBy?: (object: T) => string | undefined;
 }
 
 export function cacheKey(object: Watched): string {
@@ -57,6 +59,8 @@ export class Informer<T extends Watched> {
   private readonly client: KubeClient;
   private readonly options: InformerOptions<T>;
   private readonly cache = new Map<string, T>();
+  /** indexBy value → cache keys. */
+  private readonly index = new Map<string, Set<string>>();
   private readonly handlers: { [E in keyof Events<T>]: Events<T>[E][] } = { add: [], update: [], delete: [], connect: [], error: [] };
   private abort: AbortController | undefined;
   private resourceVersion = '';
@@ -72,6 +76,11 @@ export class Informer<T extends Watched> {
 
   get(name: string, namespace?: string): T | undefined {
     return this.cache.get(`${namespace ?? ''}/${name}`);
+  }
+
+  /** The cached objects whose indexBy value is `value`. */
+  byIndex(value: string): T[] {
+    return [...(this.index.get(value) ?? [])].map((key) => this.cache.get(key) as T);
   }
 
   list(namespace?: string): T[] {
@@ -150,9 +159,23 @@ export class Informer<T extends Watched> {
 
   private apply(change: CacheChange<T>): void {
     const key = cacheKey(change.object);
+    this.unindex(key);
     if (change.type === 'delete') this.cache.delete(key);
-    else this.cache.set(key, change.object);
+    else {
+      this.cache.set(key, change.object);
+      const value = this.options.indexBy?.(change.object);
+      if (value !== undefined) this.index.set(value, (this.index.get(value) ?? new Set()).add(key));
+    }
     for (const handler of this.handlers[change.type]) handler(change.object);
+  }
+
+  private unindex(key: string): void {
+    const old = this.cache.get(key);
+    const value = old && this.options.indexBy?.(old);
+    if (value === undefined) return;
+    const keys = this.index.get(value);
+    keys?.delete(key);
+    if (keys?.size === 0) this.index.delete(value);
   }
 
   private emit(event: 'connect'): void;

@@ -180,8 +180,12 @@ export class KubeClient {
     });
   }
 
-  get<T>(ref: ResourceRef): Promise<T> {
-    return this.request<T>('GET', resourcePath(ref));
+  /**
+   * `fromCache`: served from the API server's watch cache (resourceVersion=0),
+   * which may be milliseconds behind etcd but spares etcd a quorum read.
+   */
+  get<T>(ref: ResourceRef, options: { fromCache?: boolean } = {}): Promise<T> {
+    return this.request<T>('GET', resourcePath(ref), options.fromCache ? { query: { resourceVersion: '0' } } : {});
   }
 
   list<T>(ref: ResourceRef, labelSelector?: string): Promise<{ items: T[]; metadata: { resourceVersion?: string } }> {

@@ -62,6 +62,8 @@ export interface ImageLayout {
   copies: [string, string][];
   /** Shell commands of the final stage's RUN lines. */
   runs: string[];
+  /** Shell commands of the build stages' RUN lines (they run in the checkout). */
+  buildRuns: string[];
   env: Record<string, string>;
   user?: string;
   entrypoint: string[];
@@ -79,15 +81,17 @@ export function imageLayout(text = readFileSync(DOCKERFILE, 'utf8')): ImageLayou
   const final = stages.at(-1);
   if (!final) throw new Error('Dockerfile: no stage');
   const buildRoots = new Map<string, string>();
+  const buildRuns: string[] = [];
   for (const stage of stages.slice(0, -1)) {
     // A build stage must hold the whole context at its WORKDIR for `--from=` paths to map onto the checkout.
     if (!stage.name || !stage.instructions.some((i) => i.op === 'COPY' && i.args === '. .')) {
       throw new Error(`Dockerfile: build stage ${stage.name ?? stage.base} must be named and COPY . .`);
     }
     buildRoots.set(stage.name, stageWorkdir(stage));
+    buildRuns.push(...stage.instructions.filter((i) => i.op === 'RUN').map((i) => i.args));
   }
   const workdir = stageWorkdir(final);
-  const layout: ImageLayout = { workdir, copies: [], runs: [], env: {}, entrypoint: [] };
+  const layout: ImageLayout = { workdir, copies: [], runs: [], buildRuns, env: {}, entrypoint: [] };
   for (const { op, args } of final.instructions) {
     switch (op) {
       case 'WORKDIR':
@@ -128,8 +132,9 @@ export function imageLayout(text = readFileSync(DOCKERFILE, 'utf8')): ImageLayou
             repoPath = posix.relative(root, source);
             if (repoPath.startsWith('..')) throw new Error(`Dockerfile: COPY --from=${from} ${source} is outside ${root}`);
           }
+          // A source written with a trailing slash is a folder even before a build stage has made it (dist/).
+          const isDir = source.endsWith('/') || statSync(join(REPO_ROOT, repoPath)).isDirectory();
           repoPath = repoPath.replace(/\/$/, '') || '.';
-          const isDir = statSync(join(REPO_ROOT, repoPath)).isDirectory();
           // A folder's contents go into dest; a file goes into dest/ or becomes dest.
           const target = isDir || !dest.endsWith('/') ? destAbs : posix.join(destAbs, posix.basename(repoPath));
           layout.copies.push([repoPath, target]);
@@ -178,6 +183,16 @@ export async function buildImageRoot(root: string, text = readFileSync(DOCKERFIL
   const patterns = dockerIgnore();
   const onImage = (p: string) => join(root, p);
   mkdirSync(onImage(layout.workdir), { recursive: true });
+  // The build stage is the checkout itself (COPY . .): its `npm run` steps run
+  // here, so `COPY --from=build` finds their output (dist/); its `npm ci` is
+  // the checkout's own install.
+  for (const command of layout.buildRuns.flatMap((r) => r.split('&&').map((c) => c.trim()))) {
+    const words = command.split(/\s+/);
+    if (words[0] === 'npm' && words[1] === 'ci') continue;
+    if (!(words[0] === 'npm' && words[1] === 'run')) throw new Error(`Dockerfile: build-stage RUN ${command} is not reproduced by the test`);
+    const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+    await run('npm', words.slice(1), REPO_ROOT, env);
+  }
   // Replay in Dockerfile order: copies and runs interleave (package files, npm ci, then the sources).
   const { stages } = parseDockerfile(text);
   let copyIndex = 0;
@@ -187,11 +202,15 @@ export async function buildImageRoot(root: string, text = readFileSync(DOCKERFIL
       const count = args.split(/\s+/).filter((w) => !w.startsWith('--')).length - 1;
       for (const [source, target] of next.slice(0, count)) {
         mkdirSync(dirname(onImage(target)), { recursive: true });
+        // A path .dockerignore keeps out of the context can only be in a build
+        // stage because one of its RUN lines made it (dist/): copied whole.
+        const builtInStage = source !== '.' && ignored(source, patterns);
+        if (builtInStage && !existsSync(join(REPO_ROOT, source))) throw new Error(`Dockerfile: COPY ${source}: no build-stage RUN made it`);
         cpSync(join(REPO_ROOT, source), onImage(target), {
           recursive: true,
           filter: (from) => {
             const rel = relative(REPO_ROOT, from);
-            return rel === '' || !ignored(rel, patterns);
+            return rel === '' || builtInStage || !ignored(rel, patterns);
           },
         });
       }

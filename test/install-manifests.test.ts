@@ -192,16 +192,15 @@ describe('RBAC', () => {
 describe('the Dockerfile', () => {
   const layout = imageLayout();
 
-  it('ships the sources the CLI imports and production dependencies only, from a typechecked build stage', () => {
-    expect(layout.copies.map(([source]) => source).sort()).toEqual(['bin', 'ext-proc', 'package-lock.json', 'package.json', 'reconciler', 'src', 'webhook']);
+  it('ships the compiled CLI and production dependencies only, from a typechecked build stage', () => {
+    expect(layout.copies.map(([source]) => source).sort()).toEqual(['dist', 'package-lock.json', 'package.json']);
     expect(layout.runs).toEqual(['npm ci --omit=dev --ignore-scripts && npm cache clean --force']);
-    const dockerfile = readFileSync(join(MANIFESTS_DIR, '..', 'Dockerfile'), 'utf8');
-    expect(dockerfile).toMatch(/^RUN npm run typecheck$/m);
+    expect(layout.buildRuns).toEqual(['npm ci', 'npm run typecheck && npm run build']);
   });
 
   it('runs modelplane-affinity as uid 65532, the user the manifests run as', () => {
     expect(layout.user).toBe('65532:65532');
-    expect(layout.entrypoint).toEqual(['node', `${layout.workdir}/bin/modelplane-affinity.ts`]);
+    expect(layout.entrypoint).toEqual(['node', `${layout.workdir}/dist/bin/modelplane-affinity.js`]);
     expect(find('Deployment').spec.template.spec.securityContext.runAsUser).toBe(65532);
   });
 });

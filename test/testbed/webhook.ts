@@ -1,5 +1,6 @@
 // Runs our real webhook (the CLI, as a child process) for the test control
 // plane and registers it with url + caBundle, as SPEC §2 and issue 3 describe.
+import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
@@ -8,7 +9,18 @@ import { REPO_ROOT } from './go-tools.ts';
 import { type CertificateFiles, makeCa, makeLeaf } from './pki.ts';
 import { type ManagedProcess, freePort, startProcess, waitFor } from './processes.ts';
 
+/** The CLI from its TypeScript sources, as tests run it. */
 export const CLI = join(REPO_ROOT, 'bin', 'modelplane-affinity.ts');
+
+/**
+ * The CLI as the image runs it: compiled to dist/ by `npm run build`, first
+ * brought up to date with the sources. Benchmarks use this one, since type
+ * stripping alone changes a process's memory (tsconfig.build.json).
+ */
+export function builtCli(): string {
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
+  return join(REPO_ROOT, 'dist', 'bin', 'modelplane-affinity.js');
+}
 export const MUTATING_WEBHOOK_NAME = 'mutate.affinity.modelplane.ai';
 export const VALIDATING_WEBHOOK_NAME = 'validate.affinity.modelplane.ai';
 export const WEBHOOK_CONFIGURATION_NAME = 'modelplane-affinity-testbed';
