@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { createLogger } from '../src/logger.ts';
 import { DEFAULT_EXT_PROC_IMAGE } from '../src/render.ts';
 import { exitOnSignal, integerBetween, parseDuration, parsePort } from '../bin/options.ts';
+import { DEFAULT_WORKERS } from './queue.ts';
 // The Kubernetes client and the servers load only when their command runs, so
 // each process carries only the code of its own command.
 
@@ -30,7 +31,7 @@ function addReconcileOptions(command: Command): Command {
     .option('--lease-duration <duration>', 'how long a lease is valid without renewal', parseDuration, 15_000)
     .option('--renew-deadline <duration>', 'how long the leader retries renewing before it steps down', parseDuration, 10_000)
     .option('--retry-period <duration>', 'interval between acquire/renew attempts', parseDuration, 2_000)
-    .option('--workers <n>', 'concurrent reconciles', integerBetween(1, 64), 8);
+    .option('--workers <n>', 'concurrent reconciles', integerBetween(1, 64), DEFAULT_WORKERS);
 }
 
 function inClusterNamespace(): string | undefined {

@@ -18,7 +18,7 @@ import { isControlledBy, isUpToDate, objectKey, objectsToPrune } from '../src/ow
 import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions, render } from '../src/render.ts';
 import { FIELD_MANAGER, KubeApiError, type KubeClient } from './kube.ts';
 import { Informer, type InformerOptions, type Watched } from './informer.ts';
-import { WorkQueue } from './queue.ts';
+import { DEFAULT_WORKERS, WorkQueue } from './queue.ts';
 
 export interface ReconcilerOptions extends RenderOptions {
   logger: Logger;
@@ -130,7 +130,7 @@ export class Reconciler {
     );
     await Promise.all(starts);
     this.synced = true;
-    const workers = this.options.workers ?? 8;
+    const workers = this.options.workers ?? DEFAULT_WORKERS;
     this.workersDone = Promise.all(Array.from({ length: workers }, () => this.worker()));
     this.logger.info({ workers }, 'reconciler started');
   }

@@ -82,3 +82,11 @@ export class WorkQueue {
     for (const waiter of this.waiters.splice(0)) waiter(undefined);
   }
 }
+
+/**
+ * Concurrent reconciles. Each one is a few sequential API requests, so the API
+ * server, not this process, sets the pace: in a 1,000-ModelService create
+ * storm on 2 cores, 4 workers finished sooner than 8 or 16, which competed
+ * with the clients creating the ModelServices (bench/RESULTS.md).
+ */
+export const DEFAULT_WORKERS = 4;
