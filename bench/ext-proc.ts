@@ -30,6 +30,7 @@ import { percentile } from './stats.ts';
 import { ETCD_TOOLS, KUBE_TOOLS, REPO_ROOT, ensureGoTools, type GoToolsModule } from '../test/testbed/go-tools.ts';
 import { freePort, startProcess, type ManagedProcess } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
+import { EXT_PROC_ENV } from '../src/render.ts';
 
 export const BENCH_TOOLS: GoToolsModule = {
   module: 'bench',
@@ -413,6 +414,8 @@ async function inner(): Promise<void> {
         'taskset',
         ['-c', SERVER_CORE, process.execPath, cli, 'ext-proc', '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES)],
         join(scratch, `hasher-${port}.log`),
+        // The environment the generated Deployment gives the hasher.
+        { ...process.env, ...Object.fromEntries(EXT_PROC_ENV.map((e) => [e.name, e.value])) },
       );
       return { name: 'prefix hasher', port, process: proc, answered: (r) => setHeaderKeys(r).includes('x-prompt-hash') };
     };
