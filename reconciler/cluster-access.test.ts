@@ -123,6 +123,29 @@ describe('choosing the credentials', () => {
     expect(((await authorized(access)).headers as Record<string, string>).authorization).toBe('Bearer tok-2');
   });
 
+  it('hands a kubeconfig with an exec plugin to @kubernetes/client-node, which runs the plugin', async () => {
+    const dir = folder();
+    const plugin = join(dir, 'credential-plugin.sh');
+    writeFileSync(
+      plugin,
+      `#!/bin/sh\necho '{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"token":"from-exec"}}'\n`,
+      { mode: 0o755 },
+    );
+    const file = kubeconfig(dir, 'config', {
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'c', cluster: cluster('https://127.0.0.1:6443') }],
+      users: [{ name: 'u', user: { exec: { apiVersion: 'client.authentication.k8s.io/v1beta1', command: plugin, interactiveMode: 'Never' } } }],
+      contexts: [{ name: 'ctx', context: { cluster: 'c', user: 'u' } }],
+      'current-context': 'ctx',
+    });
+    const access = await loadClusterAccess({ KUBECONFIG: file, HOME: dir }, dir);
+    expect(access.source).toMatch(/via @kubernetes\/client-node/);
+    expect(access.server.origin).toBe('https://127.0.0.1:6443');
+    // client-node writes the header as `Authorization`.
+    expect(((await authorized(access)).headers as Record<string, string>).Authorization).toBe('Bearer from-exec');
+  });
+
   it('says how to provide credentials when there are none', async () => {
     const empty = folder();
     await expect(loadClusterAccess({ KUBECONFIG: join(empty, 'missing') }, empty)).rejects.toThrow(/set KUBECONFIG/);

@@ -169,7 +169,13 @@ export async function loadClusterAccess(env: NodeJS.ProcessEnv = process.env, se
   if (lean) return lean;
   const { KubeConfig } = await import('@kubernetes/client-node');
   const kc = new KubeConfig();
-  kc.loadFromDefault();
+  kc.loadFromFile(files[0] as string);
+  for (const file of files.slice(1)) {
+    const next = new KubeConfig();
+    next.loadFromFile(file);
+    // preserveContext: the first file's current-context wins, as above.
+    kc.mergeConfig(next, true);
+  }
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error(`kubeconfig ${files.join(delimiter)}: no current cluster`);
   return { server: new URL(cluster.server), source: `kubeconfig ${files.join(delimiter)} (via @kubernetes/client-node)`, authorize: (options) => kc.applyToHTTPSOptions(options) };
