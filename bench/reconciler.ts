@@ -10,6 +10,7 @@ import type { KubeObject, ModelService } from '../src/model-service.ts';
 import { isSubset } from '../src/ownership.ts';
 import { GENERATED_KINDS, GENERATED_RESOURCES, render } from '../src/render.ts';
 import { loadClusterAccess } from '../reconciler/cluster-access.ts';
+import { Informer } from '../reconciler/informer.ts';
 import { KubeClient } from '../reconciler/kube.ts';
 import { DEFAULT_WORKERS } from '../reconciler/queue.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
@@ -112,37 +113,28 @@ try {
   // Completion is seen through watches, not by listing every 500 ms: 2,400
   // objects listed twice a second would load the API server being measured.
   const watcher = new KubeClient(await loadClusterAccess({ KUBECONFIG: cp.kubeconfig }));
-  const created = new Set<string>();
-  const abort = new AbortController();
+  let created = 0;
+  let lastCreatedAt = 0;
   let allCreated: () => void = () => undefined;
   const done = new Promise<void>((resolve) => (allCreated = resolve));
-  let lastCreatedAt = 0;
-  const opened: Promise<void>[] = GENERATED_KINDS.map(
-    (kind) =>
-      new Promise<void>((onOpen) => {
-        void watcher
-          .watch<KubeObject>(
-            { apiVersion: kind.apiVersion, plural: kind.plural, namespace: 'reconciled' },
-            { resourceVersion: '', labelSelector: 'app.kubernetes.io/managed-by=modelplane-affinity', onOpen },
-            (event) => {
-              if (event.type !== 'ADDED') return;
-              created.add(`${kind.kind}/${event.object.metadata.name}`);
-              lastCreatedAt = performance.now();
-              if (created.size >= direct.length) allCreated();
-            },
-            abort.signal,
-          )
-          .catch((error: Error) => console.error(`watch ${kind.plural}: ${error.message}`));
-      }),
-  );
-  await Promise.all(opened);
+  const informers = GENERATED_KINDS.map((kind) => {
+    const informer = new Informer<KubeObject>(watcher, { ref: kind, kind: kind.kind, labelSelector: 'app.kubernetes.io/managed-by=modelplane-affinity' });
+    informer.on('add', () => {
+      lastCreatedAt = performance.now();
+      if (++created >= direct.length) allCreated();
+    });
+    informer.on('error', (error) => console.error(`watch ${kind.plural}: ${error.message}`));
+    return informer;
+  });
+  // Listed (nothing yet) and watching from the list's resourceVersion: no creation is missed.
+  await Promise.all(informers.map((informer) => informer.start()));
   const requestsBefore = await apiRequests();
   const cpuBefore = cpuSeconds(pid);
   const t1 = performance.now();
   await cp.kubectlOk(['apply', '--server-side', '-f', msFile], { timeoutMs: 900_000 });
   const modelServicesAppliedSeconds = (performance.now() - t1) / 1000;
   await Promise.race([done, new Promise((r) => setTimeout(r, 15 * 60_000))]);
-  abort.abort();
+  for (const informer of informers) await informer.stop();
   watcher.close();
   const reconcilerCpu = cpuSeconds(pid) - cpuBefore;
   const requestsDuring = subtractCounts(await apiRequests(), requestsBefore);

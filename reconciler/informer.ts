@@ -98,7 +98,7 @@ export class Informer<T extends Watched> {
     } catch (error) {
       // Reported like a failed watch, so the owner's retry covers a list that fails (e.g. a CRD not installed yet).
       if (this.abort === abort) this.abort = undefined;
-      this.emit('error', error instanceof Error ? error : new Error(String(error)));
+      this.emitError(error);
       throw error;
     }
     if (abort.signal.aborted) return;
@@ -124,7 +124,7 @@ export class Informer<T extends Watched> {
       try {
         await this.client.watch<T>(
           this.options.ref,
-          { resourceVersion: this.resourceVersion, labelSelector: this.options.labelSelector, onOpen: () => this.emit('connect') },
+          { resourceVersion: this.resourceVersion, labelSelector: this.options.labelSelector, onOpen: () => this.handlers.connect.forEach((handler) => handler()) },
           (event) => {
             if (event.type === 'ERROR') throw new KubeApiError(event.object.code ?? 500, event.object.reason ?? 'Unknown', `watch ${this.options.kind}: ${event.object.message ?? ''}`);
             if (event.object.metadata?.resourceVersion) this.resourceVersion = event.object.metadata.resourceVersion;
@@ -147,7 +147,7 @@ export class Informer<T extends Watched> {
           }
         }
         if (this.abort?.signal === signal) this.abort = undefined;
-        this.emit('error', error instanceof Error ? error : new Error(String(error)));
+        this.emitError(error);
         return;
       }
     }
@@ -178,10 +178,7 @@ export class Informer<T extends Watched> {
     if (keys?.size === 0) this.index.delete(value);
   }
 
-  private emit(event: 'connect'): void;
-  private emit(event: 'error', error: Error): void;
-  private emit(event: 'connect' | 'error', error?: Error): void {
-    if (event === 'connect') for (const handler of this.handlers.connect) handler();
-    else for (const handler of this.handlers.error) handler(error as Error);
+  private emitError(error: unknown): void {
+    for (const handler of this.handlers.error) handler(error instanceof Error ? error : new Error(String(error)));
   }
 }

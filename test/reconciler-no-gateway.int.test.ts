@@ -36,24 +36,28 @@ async function condition(): Promise<{ status: string; reason: string; message: s
   return out.code === 0 ? JSON.parse(out.stdout).status?.conditions?.[0] : undefined;
 }
 
+/** Waits until AffinityReady has this reason, and returns the condition. */
+async function conditionWithReason(reason: string, timeoutMs: number): Promise<{ status: string; reason: string; message: string } | undefined> {
+  await waitFor(reason, async () => (await condition())?.reason === reason, timeoutMs, () => reconciler.tail());
+  return condition();
+}
+
 it('reports GatewayCRDsMissing without Envoy Gateway, then applies once its CRDs arrive', async () => {
   await applySession('X-Session-ID');
-  await waitFor('GatewayCRDsMissing', async () => (await condition())?.reason === 'GatewayCRDsMissing', 60_000, () => reconciler.tail());
-  const missing = await condition();
+  const missing = await conditionWithReason('GatewayCRDsMissing', 60_000);
   expect(missing?.status).toBe('False');
   expect(missing?.message).toContain('install Envoy Gateway >= v1.9.0');
 
   await installCrds(cp, await gatewayCrdFiles());
   // Retried with backoff (at most 60 s between attempts), and the watch restarts on its own.
-  await waitFor('Applied', async () => (await condition())?.reason === 'Applied', 120_000, () => reconciler.tail());
+  await conditionWithReason('Applied', 120_000);
   expect((await cp.kubectl(['get', 'backendtrafficpolicies.gateway.envoyproxy.io', 'kimi-affinity', '-n', 'default'])).code).toBe(0);
 }, 240_000);
 
 it('reports InvalidSpec when the webhook was bypassed, and leaves the objects it applied before', async () => {
   // This control plane has no webhook registered, so the API server stores what it is given.
   await applySession('Connection');
-  await waitFor('InvalidSpec', async () => (await condition())?.reason === 'InvalidSpec', 60_000, () => reconciler.tail());
-  const invalid = await condition();
+  const invalid = await conditionWithReason('InvalidSpec', 60_000);
   expect(invalid?.status).toBe('False');
   expect(invalid?.message).toContain('spec.affinity.sessionHeader: Invalid value: "Connection": must not be a hop-by-hop header');
   const btp = JSON.parse(await cp.kubectlOk(['get', 'backendtrafficpolicies.gateway.envoyproxy.io', 'kimi-affinity', '-n', 'default', '-o', 'json']));
