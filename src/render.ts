@@ -178,15 +178,23 @@ function extProcService(ms: ModelService, { name, selector }: Hasher): KubeObjec
 }
 
 /**
- * glibc malloc settings for the hasher. Every request brings a body of up to
- * 32 KiB that is read, hashed and freed at once; with glibc's defaults the
- * freed memory goes back to the kernel and is faulted in again on the next
- * read (page faults and memmove were the top of a CPU profile at 32 KiB).
- * Keeping up to 64 MiB of freed heap, and serving blocks below 4 MiB from the
- * heap rather than mmap, cut the CPU per 32 KiB request by about a quarter
- * (bench/RESULTS.md). Both stay well inside the 256Mi limit.
+ * Runtime settings for the hasher's container (limit 256Mi, one CPU).
+ *
+ * V8's young generation: Node 24 grows it to 64 MB under load, and at 4 KiB
+ * saturation the hasher then peaked at 280 MiB RSS, over the memory limit
+ * (an OOM kill under load). With 2 MB semi-spaces it peaks at 170-180 MiB,
+ * each scavenge pauses about 1 ms instead of 10-25 ms, and the CPU per
+ * request does not rise (bench/RESULTS.md).
+ *
+ * glibc malloc: every request brings a body of up to 32 KiB that is read,
+ * hashed and freed at once; with glibc's defaults the freed memory goes back
+ * to the kernel and is faulted in again on the next read (page faults and
+ * memmove were the top of a CPU profile at 32 KiB). Keeping up to 64 MiB of
+ * freed heap, and serving blocks below 4 MiB from the heap rather than mmap,
+ * cut the CPU per 32 KiB request by about a quarter.
  */
 export const EXT_PROC_ENV: readonly { name: string; value: string }[] = [
+  { name: 'NODE_OPTIONS', value: '--max-semi-space-size=2' },
   { name: 'MALLOC_MMAP_THRESHOLD_', value: String(4 * 1024 * 1024) },
   { name: 'MALLOC_TRIM_THRESHOLD_', value: String(64 * 1024 * 1024) },
 ];
