@@ -190,11 +190,6 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
   }
 
   const server = http2.createServer({
-    // Envoy waits for each answer before it sends the next message, and an
-    // answer leaves as several small writes (message, then trailers). With
-    // Nagle's algorithm on (node:http2's default, unlike node:http's), a
-    // write can wait for the ACK of the previous one.
-    noDelay: true,
     // The stream window holds one whole message, so Envoy sends a 32 KiB
     // body without waiting for a WINDOW_UPDATE.
     settings: { initialWindowSize: maxMessageBytes + 5 },
