@@ -19,14 +19,16 @@
 //
 //   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 2] [--skip-ghz]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { EnvoyStream, bodyMessage, connectExtProc, headersMessage, type ExtProcClient, type HeaderList } from '../ext-proc/envoy-harness.ts';
-import type { ProcessingResponse } from '../ext-proc/protocol.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { percentile } from './stats.ts';
+import { h2load, requireH2load, type H2loadRun } from './h2load.ts';
+import { frameMessage } from '../ext-proc/grpc-wire.ts';
+import { PROCESS_METHOD_PATH, processMethod, type ProcessingResponse } from '../ext-proc/protocol.ts';
 import { ETCD_TOOLS, KUBE_TOOLS, REPO_ROOT, ensureGoTools, type GoToolsModule } from '../test/testbed/go-tools.ts';
 import { freePort, startProcess, type ManagedProcess } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
@@ -96,6 +98,8 @@ interface Target {
   process: ManagedProcess;
   /** Does this body answer carry the header the server exists to set? */
   answered(response: ProcessingResponse | undefined): boolean;
+  /** Body answers that carried the header, from the server's own metrics (h2load sees HTTP status only). */
+  answeredCount?: () => Promise<number>;
 }
 
 function setHeaderKeys(response: ProcessingResponse | undefined): string[] {
@@ -304,6 +308,55 @@ function ghzRps(ghz: string, port: number, body: Buffer): number {
   return (report.statusCodeDistribution?.['OK'] ?? 0) / (report.total / 1e9);
 }
 
+interface H2loadResult {
+  saturation: H2loadRun;
+  serverCpuMsPerRequest: number;
+  /** Closed loop with the fewest streams in flight that reaches half the saturation rate. */
+  halfLoad: H2loadRun & { inFlight: number };
+  /** Open loop at half the saturation rate; h2load starts requests in bursts on a timer tick. */
+  openLoop: H2loadRun & { rate: number };
+}
+
+const H2LOAD_IN_FLIGHT = [1, 2, 3, 4, 6, 8, 12, 16];
+const H2LOAD_OPEN_CONNECTIONS = 4;
+
+/** The same ext_proc stream as exchange(), as one HTTP/2 request body: the framed headers message, then the framed body message. */
+function grpcRequestFile(dir: string, body: Buffer): string {
+  const { requestSerialize } = processMethod();
+  const file = join(dir, `ext-proc-request-${body.length}.bin`);
+  writeFileSync(file, Buffer.concat([frameMessage(requestSerialize(headersMessage(HEADERS, false))), frameMessage(requestSerialize(bodyMessage(body, true)))]));
+  return file;
+}
+
+async function measureWithH2load(target: Target, bodyFile: string, dir: string, roughRate: number): Promise<H2loadResult> {
+  const common = { url: `http://127.0.0.1:${target.port}${PROCESS_METHOD_PATH}`, bodyFile, core: CLIENT_CORE, logFile: join(dir, 'h2load.log') };
+  const answered0 = await target.answeredCount?.();
+  let sent = 0;
+  const run = (o: Omit<Parameters<typeof h2load>[0], keyof typeof common>) => {
+    sent += o.requests;
+    return h2load({ ...common, ...o });
+  };
+  run({ requests: 5000, connections: CONNECTIONS, streamsPerConnection: 32 }); // warm-up
+  const pid = target.process.child.pid as number;
+  const cpu0 = cpuSeconds(pid);
+  const saturation = run({ requests: Math.max(10_000, Math.round(roughRate * SECONDS * 2)), connections: CONNECTIONS, streamsPerConnection: 32 });
+  const serverCpuMsPerRequest = (1000 * (cpuSeconds(pid) - cpu0)) / saturation.requests;
+  const half = saturation.perSecond / 2;
+  const requests = Math.max(2000, Math.round(half * SECONDS));
+  let halfLoad: H2loadResult['halfLoad'] | undefined;
+  for (const inFlight of H2LOAD_IN_FLIGHT) {
+    halfLoad = { ...run({ requests, connections: 1, streamsPerConnection: inFlight }), inFlight };
+    if (halfLoad.perSecond >= half) break;
+  }
+  const perConnection = Math.max(1, Math.round(half / H2LOAD_OPEN_CONNECTIONS));
+  const openLoop = { ...run({ requests, connections: H2LOAD_OPEN_CONNECTIONS, streamsPerConnection: 64, ratePerConnection: perConnection }), rate: perConnection * H2LOAD_OPEN_CONNECTIONS };
+  if (answered0 !== undefined) {
+    const answered = (await target.answeredCount?.()) as number;
+    if (answered - answered0 !== sent) throw new Error(`${target.name}: ${answered - answered0} hashed answers for ${sent} h2load requests`);
+  }
+  return { saturation, serverCpuMsPerRequest, halfLoad: halfLoad as H2loadResult['halfLoad'], openLoop };
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function waitReady(target: Target): Promise<void> {
@@ -332,10 +385,11 @@ interface Result {
   saturation: Saturation;
   latency: Latency;
   ghz: number | undefined;
+  h2load: H2loadResult;
   memory: Memory;
 }
 
-async function measureTarget(round: number, start: () => Promise<Target>, ghz: string | undefined): Promise<Result[]> {
+async function measureTarget(round: number, start: () => Promise<Target>, ghz: string | undefined, scratch: string): Promise<Result[]> {
   const results: Result[] = [];
   for (const size of BODY_SIZES) {
     // A fresh server per body size, so memory and GC state start the same.
@@ -356,7 +410,13 @@ async function measureTarget(round: number, start: () => Promise<Target>, ghz: s
         `  ${target.name} ${size} B at ${latency.rate.toFixed(0)} req/s: p50 ${latency.p50.toFixed(2)} ms, p99 ${latency.p99.toFixed(2)} ms, schedule lag p99 ${latency.lagP99.toFixed(2)} ms${latency.overloaded ? ', OVERLOADED' : ''}\n`,
       );
       const ghzResult = ghz === undefined ? undefined : ghzRps(ghz, target.port, body);
-      results.push({ round, name: target.name, size, saturation: best, latency, ghz: ghzResult, memory: mem });
+      const h2 = await measureWithH2load(target, grpcRequestFile(scratch, body), scratch, best.rps);
+      process.stderr.write(
+        `  ${target.name} ${size} B h2load: ${h2.saturation.perSecond.toFixed(0)} req/s at saturation (${h2.serverCpuMsPerRequest.toFixed(3)} CPU ms/req); ` +
+          `${h2.halfLoad.inFlight} in flight: ${h2.halfLoad.perSecond.toFixed(0)} req/s, p50 ${h2.halfLoad.p50Ms.toFixed(2)} p99 ${h2.halfLoad.p99Ms.toFixed(2)} ms; ` +
+          `open loop ${h2.openLoop.rate} req/s: p50 ${h2.openLoop.p50Ms.toFixed(2)} p99 ${h2.openLoop.p99Ms.toFixed(2)} ms\n`,
+      );
+      results.push({ round, name: target.name, size, saturation: best, latency, ghz: ghzResult, h2load: h2, memory: mem });
     } finally {
       await target.process.stop();
     }
@@ -382,6 +442,21 @@ function report(results: Result[]): string {
         `${r.memory.idleMiB.toFixed(0)} → ${r.memory.openMiB.toFixed(0)} MiB (${r.memory.opened} open) |`,
     );
   }
+  lines.push(
+    '',
+    'h2load (pipelined streams; closed loop at saturation and at half of it, open loop at half of it):',
+    '',
+    '| round | server | body | req/s at saturation | server CPU ms per request | half load, closed loop: streams in flight, req/s, p50 / p99 / p99.9 / max ms | half load, open loop: req/s, p50 / p99 / p99.9 / max ms |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+  );
+  const latencyCells = (r: H2loadRun) => `${r.p50Ms.toFixed(2)} / ${r.p99Ms.toFixed(2)} / ${r.p999Ms.toFixed(2)} / ${r.maxMs.toFixed(1)}`;
+  for (const r of results) {
+    const h = r.h2load;
+    lines.push(
+      `| ${r.round} | ${r.name} | ${r.size / 1024} KiB | ${h.saturation.perSecond.toFixed(0)} | ${h.serverCpuMsPerRequest.toFixed(3)} | ` +
+        `${h.halfLoad.inFlight}, ${h.halfLoad.perSecond.toFixed(0)}, ${latencyCells(h.halfLoad)} | ${h.openLoop.rate}, ${latencyCells(h.openLoop)} |`,
+    );
+  }
   lines.push('');
   for (const size of BODY_SIZES) {
     const ours = results.filter((r) => r.size === size && r.name === 'prefix hasher');
@@ -392,7 +467,9 @@ function report(results: Result[]): string {
       lines.push(
         `- ${size / 1024} KiB: measured throughput, prefix hasher / BBR = ${(best(ours) / best(bbr)).toFixed(2)}× (median over rounds); ` +
           `one-core capacity from CPU per request (1 / CPU time), prefix hasher / BBR = ${(cpu(bbr) / cpu(ours)).toFixed(2)}× ` +
-          `(${(1000 / cpu(ours)).toFixed(0)} vs ${(1000 / cpu(bbr)).toFixed(0)} req/s per core)`,
+          `(${(1000 / cpu(ours)).toFixed(0)} vs ${(1000 / cpu(bbr)).toFixed(0)} req/s per core); ` +
+          `h2load saturation, prefix hasher / BBR = ${(median(ours.map((r) => r.h2load.saturation.perSecond)) / median(bbr.map((r) => r.h2load.saturation.perSecond))).toFixed(2)}×; ` +
+          `p99 at half load, closed loop (goal ≤ 1 ms): prefix hasher ${ours.map((r) => r.h2load.halfLoad.p99Ms.toFixed(2)).join(', ')} ms, BBR ${bbr.map((r) => r.h2load.halfLoad.p99Ms.toFixed(2)).join(', ')} ms`,
       );
     }
   }
@@ -417,7 +494,11 @@ async function inner(): Promise<void> {
         // The environment the generated Deployment gives the hasher.
         { ...process.env, ...Object.fromEntries(EXT_PROC_ENV.map((e) => [e.name, e.value])) },
       );
-      return { name: 'prefix hasher', port, process: proc, answered: (r) => setHeaderKeys(r).includes('x-prompt-hash') };
+      const answeredCount = async () => {
+        const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        return Number(/^ext_proc_messages_total\{outcome="hashed"\} (\d+)$/m.exec(text)?.[1] ?? Number.NaN);
+      };
+      return { name: 'prefix hasher', port, process: proc, answered: (r) => setHeaderKeys(r).includes('x-prompt-hash'), answeredCount };
     };
     const startBbr = async (): Promise<Target> => {
       const [port, healthPort, metricsPort] = [await freePort(), await freePort(), await freePort()];
@@ -437,8 +518,8 @@ async function inner(): Promise<void> {
     const ghz = args['skip-ghz'] ? undefined : join(benchBin, 'ghz');
     const results: Result[] = [];
     for (let round = 0; round < Number(args.rounds); round++) {
-      results.push(...(await measureTarget(round + 1, startHasher, ghz)));
-      results.push(...(await measureTarget(round + 1, startBbr, ghz)));
+      results.push(...(await measureTarget(round + 1, startHasher, ghz, scratch)));
+      results.push(...(await measureTarget(round + 1, startBbr, ghz, scratch)));
     }
     process.stdout.write(`${report(results)}\n`);
   } finally {
@@ -447,6 +528,7 @@ async function inner(): Promise<void> {
 }
 
 async function outer(): Promise<void> {
+  requireH2load();
   // Builds need the module proxy, so they happen before entering the namespace.
   await Promise.all([ensureGoTools(BENCH_TOOLS), ensureGoTools(KUBE_TOOLS), ensureGoTools(ETCD_TOOLS)]);
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
