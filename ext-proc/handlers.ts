@@ -65,6 +65,18 @@ export interface HandlerConfig {
   hash64: Hash64;
 }
 
+/**
+ * The answer to every request_headers message: always remove the header,
+ * whatever its letter case or count, because a client must not choose its
+ * cluster and Envoy hashes every value of a repeated header together. One
+ * frozen object for all streams, so the server encodes it once.
+ */
+export const HEADERS_ANSWER: ProcessingResponse = Object.freeze({
+  request_headers: Object.freeze({
+    response: Object.freeze({ status: 'CONTINUE' as const, header_mutation: Object.freeze({ remove_headers: Object.freeze([PROMPT_HASH_HEADER]) as string[] }) }),
+  }),
+});
+
 export function handleMessage(phase: Phase, request: ProcessingRequest, config: HandlerConfig): Answer | Rejection {
   const kind = request.request;
   switch (kind) {
@@ -73,10 +85,7 @@ export function handleMessage(phase: Phase, request: ProcessingRequest, config: 
       const endOfStream = request.request_headers?.end_of_stream === true;
       return {
         ok: true,
-        // Always remove the header, whatever its letter case or count: a client
-        // must not choose its cluster, and Envoy hashes every value of a
-        // repeated header together.
-        response: { request_headers: { response: { status: 'CONTINUE', header_mutation: { remove_headers: [PROMPT_HASH_HEADER] } } } },
+        response: HEADERS_ANSWER,
         phase: endOfStream ? 'request-done' : 'awaiting-body',
         outcome: endOfStream ? 'no-body' : 'headers-answered',
       };

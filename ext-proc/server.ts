@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { GRPC_CONTENT_TYPE, GrpcStatus, MessageReader, frameMessage, statusName, statusTrailers } from './grpc-wire.ts';
-import { DEFAULT_MAX_MESSAGE_BYTES, decodeRequest, handleMessage, loadXxh64, type ErrorReason, type HandlerConfig, type Phase } from './handlers.ts';
+import { DEFAULT_MAX_MESSAGE_BYTES, HEADERS_ANSWER, decodeRequest, handleMessage, loadXxh64, type ErrorReason, type HandlerConfig, type Phase } from './handlers.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
 import { EXT_PROC_SERVICE, HEALTH_SERVICE, PROCESS_METHOD_PATH, healthMethods, processMethod, type ServingStatus } from './protocol.ts';
 
@@ -63,7 +63,12 @@ class Call {
   }
 
   send(payload: Uint8Array): void {
-    if (!this.ended) this.stream.write(frameMessage(payload));
+    this.sendFramed(frameMessage(payload));
+  }
+
+  /** A message already framed by frameMessage (and never changed afterwards: it may be shared). */
+  sendFramed(frame: Buffer): void {
+    if (!this.ended) this.stream.write(frame);
   }
 
   end(status: Status = { code: GrpcStatus.OK, details: '' }): void {
@@ -94,6 +99,8 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
   const metrics = createMetrics();
   const method = processMethod();
   const health = healthMethods();
+  // Every stream gets the same headers answer: encode it once.
+  const headersAnswerFrame = frameMessage(method.responseSerialize(HEADERS_ANSWER));
   const live = new Set<LiveStream>();
   const sessions = new Set<http2.ServerHttp2Session>();
   const serving = new Map<string, ServingStatus>([
@@ -127,7 +134,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
         return;
       }
       for (const bytes of messages) {
-        const started = process.hrtime.bigint();
+        const started = performance.now();
         const decoded = decodeRequest(bytes, method.requestDeserialize);
         const result = decoded.ok ? handleMessage(entry.phase, decoded.request, config) : decoded;
         if (!result.ok) {
@@ -135,8 +142,8 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
           return;
         }
         entry.phase = result.phase;
-        call.send(method.responseSerialize(result.response));
-        metrics.answered(result.outcome, decoded.ok ? (decoded.request.request ?? 'none') : 'none', Number(process.hrtime.bigint() - started) / 1e9);
+        call.sendFramed(result.response === HEADERS_ANSWER ? headersAnswerFrame : frameMessage(method.responseSerialize(result.response)));
+        metrics.answered(result.outcome, decoded.ok ? (decoded.request.request ?? 'none') : 'none', (performance.now() - started) / 1000);
         if (draining && isIdle(entry.phase)) call.end();
       }
     });
