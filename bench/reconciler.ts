@@ -5,7 +5,7 @@
 // Usage: npm run bench:reconciler  (node bench/reconciler.ts [--count 1000])
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAllDocuments, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import type { KubeObject, ModelService } from '../src/model-service.ts';
 import { isSubset } from '../src/ownership.ts';
 import { GENERATED_KINDS, GENERATED_RESOURCES, render } from '../src/render.ts';
@@ -15,10 +15,10 @@ import { KubeClient } from '../reconciler/kube.ts';
 import { DEFAULT_WORKERS } from '../reconciler/queue.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, gatewayCrdFiles, installCrds } from '../test/testbed/crds.ts';
-import { REPO_ROOT } from '../test/testbed/go-tools.ts';
 import { startProcess } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
 import { formatRow } from './stats.ts';
+import { managerEnv } from './manager-env.ts';
 
 const count = Number(process.argv[process.argv.indexOf('--count') + 1] || 1000) || 1000;
 const IMAGE = 'ghcr.io/modelplane/modelplane-affinity:bench';
@@ -46,17 +46,6 @@ function cpuSeconds(pid: number): number {
 function statusMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
   const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith(`${field}:`)) ?? '';
   return Number(line.replace(/\D+/g, '')) / 1024;
-}
-
-/** The plain `value` env entries of the manager Deployment (manifests/manager/manager.yaml): NODE_OPTIONS, MALLOC_ARENA_MAX. */
-function managerEnv(): Record<string, string> {
-  const deployment = parseAllDocuments(readFileSync(join(REPO_ROOT, 'manifests', 'manager', 'manager.yaml'), 'utf8'))
-    .map((d) => d.toJS() as KubeObject)
-    .find((o) => o.kind === 'Deployment') as { spec: { template: { spec: { containers: { env?: { name: string; value?: string }[] }[] } } } } | undefined;
-  const env: Record<string, string> = {};
-  for (const e of deployment?.spec.template.spec.containers[0]?.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
-  if (process.env.MANAGER_NODE_OPTIONS !== undefined) env.NODE_OPTIONS = process.env.MANAGER_NODE_OPTIONS;
-  return env;
 }
 
 console.log(`# Reconciler benchmark — ${new Date().toISOString()}, Node ${process.version}, ${count} ModelServices`);

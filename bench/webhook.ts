@@ -16,6 +16,7 @@ import { startProcess, freePort, waitFor } from '../test/testbed/processes.ts';
 import { builtCli, makeWebhookCertificates, registerWebhooks, unregisterWebhooks } from '../test/testbed/webhook.ts';
 import { type GoToolsModule, ensureGoTools } from '../test/testbed/go-tools.ts';
 import { formatRow } from './stats.ts';
+import { managerEnv } from './manager-env.ts';
 
 const count = Number(process.argv[process.argv.indexOf('--count') + 1] || 500) || 500;
 const ROUNDS = 5;
@@ -53,8 +54,10 @@ async function webhookAlone(dir: string): Promise<void> {
   const certDir = join(dir, 'bench-certs');
   makeWebhookCertificates(dir, certDir, 'bench');
   const port = await freePort();
+  // The manager Deployment's environment: in a cluster the webhook runs inside `manager` with it.
   const proc = startProcess('taskset', ['-c', '0', process.execPath, cli, 'webhook', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir], join(dir, 'bench-webhook.log'), {
     ...process.env,
+    ...managerEnv(),
     LOG_LEVEL: 'warn',
   });
   const url = `https://127.0.0.1:${port}/mutate`;
@@ -83,7 +86,7 @@ async function throughApiServer(): Promise<void> {
     const certDir = join(cp.dir, 'webhook-certs');
     const { ca } = makeWebhookCertificates(cp.dir, certDir, 'bench');
     const port = await freePort();
-    const webhook = startProcess(process.execPath, [cli, 'webhook', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir], join(cp.dir, 'webhook.log'), { ...process.env, LOG_LEVEL: 'warn' });
+    const webhook = startProcess(process.execPath, [cli, 'webhook', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir], join(cp.dir, 'webhook.log'), { ...process.env, ...managerEnv(), LOG_LEVEL: 'warn' });
     // Keep-alive connections, as kubectl and controllers use them. (client-node
     // 2.0.1 opened a TLS connection per request here: 20% of the API server's
     // CPU went to handshakes, which made every create dearer and the webhooks'
