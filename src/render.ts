@@ -182,9 +182,10 @@ function extProcService(ms: ModelService, { name, selector }: Hasher): KubeObjec
  *
  * V8's young generation: Node 24 grows it to 64 MB under load, and at 4 KiB
  * saturation the hasher then peaked at 280 MiB RSS, over the memory limit
- * (an OOM kill under load). With 2 MB semi-spaces it peaks at 170-180 MiB,
- * each scavenge pauses about 1 ms instead of 10-25 ms, and the CPU per
- * request does not rise (bench/RESULTS.md).
+ * (an OOM kill under load). With 2 MB semi-spaces it peaks at 161-179 MiB
+ * and each scavenge pauses about 1 ms instead of 10-25 ms. Those pauses are
+ * the p99: 8 MB semi-spaces saved 3-10% CPU per request but doubled the p99
+ * at half load, to about 2 ms (bench/RESULTS.md).
  *
  * glibc malloc: every request brings a body of up to 32 KiB that is read,
  * hashed and freed at once; with glibc's defaults the freed memory goes back
