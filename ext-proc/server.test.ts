@@ -293,6 +293,8 @@ describe('the ext-proc command under SIGTERM', () => {
     // 400 requests each, and the loop stops when the process has exited.
     let stop = false;
     let signalled = false;
+    // Streams between their headers answer and their body right now.
+    let inGap = 0;
     const results = { answered: 0, answeredAcrossSignal: 0, refused: 0, broken: [] as string[] };
     async function worker(id: number): Promise<void> {
       for (let i = 0; i < 400 && !stop; i++) {
@@ -306,7 +308,9 @@ describe('the ext-proc command under SIGTERM', () => {
           continue;
         }
         const headersBeforeSignal = !signalled;
+        inGap++;
         await new Promise((resolve) => setTimeout(resolve, 20));
+        inGap--;
         const bodyAnswer = await stream.send(bodyMessage(body, true));
         const hash = bodyAnswer?.request_body?.response?.header_mutation?.set_headers?.[0]?.header?.raw_value?.toString();
         stream.halfClose();
@@ -318,8 +322,10 @@ describe('the ext-proc command under SIGTERM', () => {
       }
     }
     const workers = Array.from({ length: 50 }, (_, id) => worker(id));
-    // Signal once the server is warm and busy (bounded wait).
-    for (let waited = 0; results.answered < 100 && waited < 10_000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10));
+    // Signal once the server is warm and busy, at a moment when streams wait
+    // between headers and body (the workers tend to move in waves; a signal
+    // between two waves would catch none). Bounded wait.
+    for (let waited = 0; (results.answered < 100 || inGap < 10) && waited < 10_000; waited += 1) await new Promise((resolve) => setTimeout(resolve, 1));
     child.kill('SIGTERM');
     signalled = true;
     const signalledAt = Date.now();
