@@ -19,13 +19,13 @@
 //
 //   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 2] [--skip-ghz]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { EnvoyStream, bodyMessage, connectExtProc, headersMessage, type ExtProcClient, type HeaderList } from '../ext-proc/envoy-harness.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
-import { percentile } from './stats.ts';
+import { cpuSeconds, median, memoryMiB, percentile, sampleSum } from './stats.ts';
 import { h2load, requireH2load, type H2loadRun } from './h2load.ts';
 import { frameMessage } from '../ext-proc/grpc-wire.ts';
 import { PROCESS_METHOD_PATH, processMethod, type ProcessingResponse } from '../ext-proc/protocol.ts';
@@ -118,17 +118,6 @@ async function exchange(client: ExtProcClient, body: Buffer, target: Target): Pr
   if (headersAnswer?.request_headers === undefined) return { ok: false, stream };
   const bodyAnswer = await stream.send(bodyMessage(body, true));
   return { ok: target.answered(bodyAnswer), stream };
-}
-
-/** CPU seconds (user + system) a process has used, from /proc. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
-  return Number(line?.split(/\s+/)[1] ?? Number.NaN) / 1024;
 }
 
 interface Saturation {
@@ -258,7 +247,7 @@ async function memory(target: Target, body: Buffer): Promise<Memory> {
   const pool = clients(target.port);
   for (let i = 0; i < 200; i++) (await exchange(pool[i % pool.length] as ExtProcClient, body, target)).stream.halfClose();
   await sleep(1000);
-  const idleMiB = rssMiB(pid);
+  const idleMiB = memoryMiB(pid, 'VmRSS');
   const streams: EnvoyStream[] = [];
   let opened = 0;
   for (let batch = 0; batch < OPEN_STREAMS / 100; batch++) {
@@ -269,7 +258,7 @@ async function memory(target: Target, body: Buffer): Promise<Memory> {
     }
   }
   await sleep(1000);
-  const openMiB = rssMiB(pid);
+  const openMiB = memoryMiB(pid, 'VmRSS');
   for (const stream of streams) stream.halfClose();
   await Promise.all(streams.map((s) => s.status));
   for (const client of pool) client.close();
@@ -424,12 +413,6 @@ async function measureTarget(round: number, start: () => Promise<Target>, ghz: s
   return results;
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
-
 function report(results: Result[]): string {
   const lines = [
     '| round | server | body | req/s at saturation (concurrency) | server CPU | server CPU ms per request | load-generator CPU | p50 / p99 at half rate (schedule lag p99) | ghz req/s (pipelined) | RSS idle → 1,000 open streams |',
@@ -494,10 +477,7 @@ async function inner(): Promise<void> {
         // The environment the generated Deployment gives the hasher.
         { ...process.env, ...Object.fromEntries(EXT_PROC_ENV.map((e) => [e.name, e.value])) },
       );
-      const answeredCount = async () => {
-        const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-        return Number(/^ext_proc_messages_total\{outcome="hashed"\} (\d+)$/m.exec(text)?.[1] ?? Number.NaN);
-      };
+      const answeredCount = async () => sampleSum(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text(), 'ext_proc_messages_total', { outcome: 'hashed' });
       return { name: 'prefix hasher', port, process: proc, answered: (r) => setHeaderKeys(r).includes('x-prompt-hash'), answeredCount };
     };
     const startBbr = async (): Promise<Target> => {

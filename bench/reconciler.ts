@@ -3,7 +3,7 @@
 // the time to create the same objects directly with kubectl in the same run,
 // as a ratio. Also the reconciler's peak RSS and its CPU while nothing changes.
 // Usage: npm run bench:reconciler  (node bench/reconciler.ts [--count 1000])
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { KubeObject, ModelService } from '../src/model-service.ts';
@@ -17,7 +17,7 @@ import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, gatewayCrdFiles, installCrds } from '../test/testbed/crds.ts';
 import { startProcess } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
-import { formatRow } from './stats.ts';
+import { cpuSeconds, formatRow, memoryMiB, samples } from './stats.ts';
 import { managerEnv } from './manager-env.ts';
 
 const count = Number(process.argv[process.argv.indexOf('--count') + 1] || 1000) || 1000;
@@ -37,17 +37,6 @@ function modelServices(namespace: string): ModelService[] {
   }));
 }
 
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime in clock ticks (100/s)
-}
-
-/** VmHWM is the peak resident set so far, VmRSS the current one. */
-function statusMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith(`${field}:`)) ?? '';
-  return Number(line.replace(/\D+/g, '')) / 1024;
-}
-
 console.log(`# Reconciler benchmark — ${new Date().toISOString()}, Node ${process.version}, ${count} ModelServices`);
 const cp = await startControlPlane();
 try {
@@ -55,11 +44,9 @@ try {
   /** apiserver_request_total summed by verb and resource (watches and the metrics scrape itself included). */
   const apiRequests = async (): Promise<Map<string, number>> => {
     const counts = new Map<string, number>();
-    for (const line of (await cp.kubectlOk(['get', '--raw', '/metrics'], { timeoutMs: 60_000 })).split('\n')) {
-      if (!line.startsWith('apiserver_request_total{')) continue;
-      const labels = Object.fromEntries([...line.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    for (const { labels, value } of samples(await cp.kubectlOk(['get', '--raw', '/metrics'], { timeoutMs: 60_000 }), 'apiserver_request_total')) {
       const key = `${labels.verb} ${labels.resource}${labels.subresource ? `/${labels.subresource}` : ''}`;
-      counts.set(key, (counts.get(key) ?? 0) + Number(line.split(' ').at(-1)));
+      counts.set(key, (counts.get(key) ?? 0) + value);
     }
     return counts;
   };
@@ -87,16 +74,17 @@ try {
 
   // Reconciler: the ModelServices are created at once; it generates the objects.
   await cp.kubectlOk(['create', 'namespace', 'reconciled']);
+  const environment = managerEnv();
   const reconciler = startProcess(process.execPath, [builtCli(), 'reconcile', '--ext-proc-image', IMAGE, '--no-leader-elect', ...(process.env.RECONCILER_WORKERS ? ['--workers', process.env.RECONCILER_WORKERS] : [])], join(cp.dir, 'reconciler.log'), {
     ...process.env,
     KUBECONFIG: cp.kubeconfig,
     LOG_LEVEL: 'warn',
     // The runtime settings the manager Deployment runs with (MANAGER_NODE_OPTIONS overrides NODE_OPTIONS here).
-    ...managerEnv(),
+    ...environment,
   });
   const pid = reconciler.child.pid as number;
   await new Promise((r) => setTimeout(r, 3000)); // informers listed
-  const startedRss = statusMb(pid, 'VmRSS');
+  const startedRss = memoryMiB(pid, 'VmRSS');
   const msFile = join(cp.dir, 'ms.yaml');
   writeFileSync(msFile, modelServices('reconciled').map((o) => `---\n${stringify(o)}`).join(''));
   // Completion is seen through watches, not by listing every 500 ms: 2,400
@@ -138,7 +126,7 @@ try {
       if (!isSubset(o.spec, live.spec)) mismatches++;
     }
   }
-  const rss = statusMb(pid, 'VmHWM');
+  const rss = memoryMiB(pid, 'VmHWM');
   await new Promise((r) => setTimeout(r, 5000)); // let the last status writes settle
   const c0 = cpuSeconds(pid);
   const idleWindow = 30;
@@ -153,7 +141,7 @@ try {
   console.log(formatRow(['ModelServices applied, reconciler generates the objects', reconciledSeconds, seen]));
   const ratio = reconciledSeconds / directSeconds;
   console.log(`\nRatio reconciler/direct: ${ratio.toFixed(2)} (goal ≤ 1.3: ${ratio <= 1.3 ? 'met' : 'NOT met'}); spec mismatches in sample: ${mismatches}`);
-  console.log(`Reconciler peak RSS: ${rss.toFixed(1)} MB (goal ≤ 120 MB: ${rss <= 120 ? 'met' : 'NOT met'}); ${startedRss.toFixed(1)} MB once started, before the ModelServices; environment from the manager Deployment: ${JSON.stringify(managerEnv())}`);
+  console.log(`Reconciler peak RSS: ${rss.toFixed(1)} MB (goal ≤ 120 MB: ${rss <= 120 ? 'met' : 'NOT met'}); ${startedRss.toFixed(1)} MB once started, before the ModelServices; environment from the manager Deployment: ${JSON.stringify(environment)}`);
   console.log(`kubectl had applied the ${count} ModelServices after ${modelServicesAppliedSeconds.toFixed(2)} s; workers: ${process.env.RECONCILER_WORKERS ?? `${DEFAULT_WORKERS} (default)`}`);
   console.log(`Reconciler CPU from applying the ModelServices to the last object created: ${reconcilerCpu.toFixed(1)} s`);
   console.log(`API server requests from applying the ModelServices to the last object created: ${[...requestsDuring].filter(([, n]) => n >= 10).map(([k, n]) => `${k} ${n}`).join(', ')}`);

@@ -1,4 +1,7 @@
-// Small shared helpers for the benchmark scripts: percentiles and Markdown table rows.
+// Small shared helpers for the benchmark scripts: percentiles, medians,
+// Markdown table rows, a process's CPU time and memory from /proc, and
+// samples from a Prometheus text exposition.
+import { readFileSync } from 'node:fs';
 
 export function percentile(sortedMs: number[], p: number): number {
   if (sortedMs.length === 0) return Number.NaN;
@@ -6,6 +9,48 @@ export function percentile(sortedMs: number[], p: number): number {
   return sortedMs[index] as number;
 }
 
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
 export function formatRow(cells: (string | number)[]): string {
   return `| ${cells.map((c) => (typeof c === 'number' ? (Number.isInteger(c) ? String(c) : c.toFixed(2)) : c)).join(' | ')} |`;
+}
+
+/** CPU seconds (user + system) a process has used: utime + stime in clock ticks (100/s). */
+export function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** A memory line of /proc/<pid>/status in MiB: VmRSS is the resident set now, VmHWM its peak so far. */
+export function memoryMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith(`${field}:`));
+  return Number(line?.split(/\s+/)[1] ?? Number.NaN) / 1024;
+}
+
+export interface Sample {
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** The samples of one series (`name`, e.g. `x_total` or `x_seconds_sum`) in a Prometheus text exposition. */
+export function samples(text: string, name: string): Sample[] {
+  const found: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line !== name && !line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const labelText = line.startsWith(`${name}{`) ? line.slice(name.length + 1, line.lastIndexOf('}')) : '';
+    const labels = Object.fromEntries([...labelText.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1] as string, m[2] as string]));
+    found.push({ labels, value: Number(line.slice(line.lastIndexOf(' ') + 1)) });
+  }
+  return found;
+}
+
+/** The sum of a series' samples whose labels include `match`. */
+export function sampleSum(text: string, name: string, match: Record<string, string> = {}): number {
+  return samples(text, name)
+    .filter((s) => Object.entries(match).every(([k, v]) => s.labels[k] === v))
+    .reduce((sum, s) => sum + s.value, 0);
 }

@@ -13,9 +13,9 @@ import { KubeClient } from '../reconciler/kube.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, installCrds } from '../test/testbed/crds.ts';
 import { startProcess, freePort, waitFor } from '../test/testbed/processes.ts';
-import { builtCli, makeWebhookCertificates, registerWebhooks, unregisterWebhooks } from '../test/testbed/webhook.ts';
+import { MUTATING_WEBHOOK_NAME, VALIDATING_WEBHOOK_NAME, builtCli, makeWebhookCertificates, registerWebhooks, unregisterWebhooks } from '../test/testbed/webhook.ts';
 import { type GoToolsModule, ensureGoTools } from '../test/testbed/go-tools.ts';
-import { formatRow } from './stats.ts';
+import { formatRow, median, sampleSum } from './stats.ts';
 import { managerEnv } from './manager-env.ts';
 
 const count = Number(process.argv[process.argv.indexOf('--count') + 1] || 500) || 500;
@@ -54,10 +54,9 @@ async function webhookAlone(dir: string): Promise<void> {
   const certDir = join(dir, 'bench-certs');
   makeWebhookCertificates(dir, certDir, 'bench');
   const port = await freePort();
-  // The manager Deployment's environment: in a cluster the webhook runs inside `manager` with it.
   const proc = startProcess('taskset', ['-c', '0', process.execPath, cli, 'webhook', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir], join(dir, 'bench-webhook.log'), {
     ...process.env,
-    ...managerEnv(),
+    ...environment,
     LOG_LEVEL: 'warn',
   });
   const url = `https://127.0.0.1:${port}/mutate`;
@@ -86,7 +85,7 @@ async function throughApiServer(): Promise<void> {
     const certDir = join(cp.dir, 'webhook-certs');
     const { ca } = makeWebhookCertificates(cp.dir, certDir, 'bench');
     const port = await freePort();
-    const webhook = startProcess(process.execPath, [cli, 'webhook', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir], join(cp.dir, 'webhook.log'), { ...process.env, ...managerEnv(), LOG_LEVEL: 'warn' });
+    const webhook = startProcess(process.execPath, [cli, 'webhook', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir], join(cp.dir, 'webhook.log'), { ...process.env, ...environment, LOG_LEVEL: 'warn' });
     // Keep-alive connections, as kubectl and controllers use them. (client-node
     // 2.0.1 opened a TLS connection per request here: 20% of the API server's
     // CPU went to handshakes, which made every create dearer and the webhooks'
@@ -118,7 +117,6 @@ async function throughApiServer(): Promise<void> {
     // applying in parallel; CPU-bound on this machine), and one client creating
     // one object after the other, as `kubectl apply -f dir/` does (latency-bound).
     await createAll('warmup', 8);
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
     const ratios: string[] = [];
     for (const clients of [8, 1]) {
       const withoutRuns: number[] = [];
@@ -153,22 +151,19 @@ async function throughApiServer(): Promise<void> {
         res.on('end', () => resolve(text));
       });
     });
-    const connections = /modelplane_affinity_webhook_tls_connections_total (\d+)/.exec(metrics)?.[1];
-    const reviews = [...metrics.matchAll(/modelplane_affinity_admission_requests_total\{[^}]*\} (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+    const connections = sampleSum(metrics, 'modelplane_affinity_webhook_tls_connections_total');
+    const reviews = sampleSum(metrics, 'modelplane_affinity_admission_requests_total');
     console.log(`Webhook: ${reviews} AdmissionReviews over ${connections} TLS connections from the API server`);
     // Where a call's time goes: the API server's own timing of each webhook
     // call against our handler's (body parsed → answer written), means over all rounds.
     const apiMetrics = await cp.kubectlOk(['get', '--raw', '/metrics']);
-    const mean = (text: string, series: string, labels: RegExp) => {
-      const pick = (suffix: string) =>
-        text.split('\n').filter((l) => l.startsWith(`${series}_${suffix}{`) && labels.test(l)).reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-      return (1000 * pick('sum')) / pick('count');
-    };
+    const meanMs = (text: string, series: string, match: Record<string, string>) => (1000 * sampleSum(text, `${series}_sum`, match)) / sampleSum(text, `${series}_count`, match);
     const apiSeries = 'apiserver_admission_webhook_admission_duration_seconds';
     const ourSeries = 'modelplane_affinity_admission_duration_seconds';
     console.log(
-      `Mean time per call, seen by the API server: mutating ${mean(apiMetrics, apiSeries, /name="mutate\.[^"]*".*operation="CREATE"/).toFixed(2)} ms, validating ${mean(apiMetrics, apiSeries, /name="validate\.[^"]*".*operation="CREATE"/).toFixed(2)} ms; ` +
-        `in our handler: /mutate ${mean(metrics, ourSeries, /path="mutate"/).toFixed(2)} ms, /validate ${mean(metrics, ourSeries, /path="validate"/).toFixed(2)} ms`,
+      `Mean time per call, seen by the API server: mutating ${meanMs(apiMetrics, apiSeries, { name: MUTATING_WEBHOOK_NAME, operation: 'CREATE' }).toFixed(2)} ms, ` +
+        `validating ${meanMs(apiMetrics, apiSeries, { name: VALIDATING_WEBHOOK_NAME, operation: 'CREATE' }).toFixed(2)} ms; ` +
+        `in our handler: /mutate ${meanMs(metrics, ourSeries, { path: 'mutate' }).toFixed(2)} ms, /validate ${meanMs(metrics, ourSeries, { path: 'validate' }).toFixed(2)} ms`,
     );
     await webhook.stop();
     client.close();
@@ -178,6 +173,8 @@ async function throughApiServer(): Promise<void> {
 }
 
 const cli = builtCli();
+// The manager Deployment's environment: in a cluster the webhook runs inside `manager` with it.
+const environment = managerEnv();
 const dir = (await import('node:fs')).mkdtempSync(join((await import('node:os')).tmpdir(), 'mpa-bench-'));
 console.log(`# Webhook benchmark — ${new Date().toISOString()}, Node ${process.version}, ${(await import('node:os')).cpus().length} cores`);
 if (!process.argv.includes('--api-server-only')) await webhookAlone(dir);
