@@ -110,7 +110,10 @@ try {
   const t1 = performance.now();
   await cp.kubectlOk(['apply', '--server-side', '-f', msFile], { timeoutMs: 900_000 });
   const modelServicesAppliedSeconds = (performance.now() - t1) / 1000;
-  await Promise.race([done, new Promise((r) => setTimeout(r, 15 * 60_000))]);
+  // Bounded wait; the timer is cleared, or it would keep the script alive for 15 minutes after the report.
+  let deadline: NodeJS.Timeout | undefined;
+  await Promise.race([done, new Promise((r) => (deadline = setTimeout(r, 15 * 60_000)))]);
+  clearTimeout(deadline);
   for (const informer of informers) await informer.stop();
   watcher.close();
   const reconcilerCpu = cpuSeconds(pid) - cpuBefore;
