@@ -2,7 +2,10 @@
 //  1. the webhook alone, pinned to one core: AdmissionReviews/s at saturation
 //     over keep-alive HTTPS, and p50/p99 at half that rate;
 //  2. through a real kube-apiserver: creating 500 ModelServices with the
-//     webhooks registered vs. with none, in the same run, as a ratio.
+//     webhooks registered vs. with none, in the same run, as a ratio; with
+//     two floors in the same alternating rounds: a webhook that does no work
+//     (bench/null-webhook.ts) registered twice as ours is, and once (mutating
+//     only). They show what calling a webhook at all costs the API server.
 // Usage: npm run bench:webhook   (node bench/webhook.ts [--count 500])
 import { execFileSync } from 'node:child_process';
 import * as https from 'node:https';
@@ -13,7 +16,7 @@ import { KubeClient } from '../reconciler/kube.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, installCrds } from '../test/testbed/crds.ts';
 import { startProcess, freePort, waitFor } from '../test/testbed/processes.ts';
-import { MUTATING_WEBHOOK_NAME, VALIDATING_WEBHOOK_NAME, builtCli, makeWebhookCertificates, registerWebhooks, unregisterWebhooks } from '../test/testbed/webhook.ts';
+import { MUTATING_WEBHOOK_NAME, VALIDATING_WEBHOOK_NAME, builtCli, makeWebhookCertificates, registerWebhooks, unregisterWebhooks, webhookConfigurations } from '../test/testbed/webhook.ts';
 import { type GoToolsModule, ensureGoTools } from '../test/testbed/go-tools.ts';
 import { formatRow, median, sampleSum } from './stats.ts';
 import { managerEnv } from './manager-env.ts';
@@ -86,6 +89,10 @@ async function throughApiServer(): Promise<void> {
     const { ca } = makeWebhookCertificates(cp.dir, certDir, 'bench');
     const port = await freePort();
     const webhook = startProcess(process.execPath, [cli, 'webhook', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir], join(cp.dir, 'webhook.log'), { ...process.env, ...environment, LOG_LEVEL: 'warn' });
+    // The floor: a webhook that does no work, registered the same way (see bench/null-webhook.ts).
+    const nullPort = await freePort();
+    const nullWebhook = startProcess(process.execPath, [fileURLToPath(new URL('./null-webhook.ts', import.meta.url)), String(nullPort), certDir], join(cp.dir, 'null-webhook.log'), { ...process.env, ...environment });
+    await waitFor('do-nothing webhook', async () => nullWebhook.tail().includes('listening'), 20_000, () => nullWebhook.tail());
     // Keep-alive connections, as kubectl and controllers use them. (client-node
     // 2.0.1 opened a TLS connection per request here: 20% of the API server's
     // CPU went to handshakes, which made every create dearer and the webhooks'
@@ -120,25 +127,42 @@ async function throughApiServer(): Promise<void> {
     const ratios: string[] = [];
     for (const clients of [8, 1]) {
       const withoutRuns: number[] = [];
+      const nullRuns: number[] = [];
+      const nullMutatingRuns: number[] = [];
       const withRuns: number[] = [];
-      for (let round = 0; round < ROUNDS; round++) {
-        withoutRuns.push(await createAll(`no-webhook-${clients}-${round}`, clients));
-        await registerWebhooks(cp, `https://127.0.0.1:${port}`, ca.certPem);
+      const createWith = async (baseUrl: string, namespace: string, registrations: 'both' | 'mutating only' = 'both') => {
+        if (registrations === 'both') await registerWebhooks(cp, baseUrl, ca.certPem);
+        else {
+          const [mutating] = (JSON.parse(webhookConfigurations(baseUrl, ca.certPem)) as { items: { kind: string }[] }).items.filter((c) => c.kind === 'MutatingWebhookConfiguration');
+          await cp.kubectlOk(['apply', '--server-side', '-f', '-'], { input: JSON.stringify(mutating) });
+        }
         await new Promise((r) => setTimeout(r, 2000));
-        withRuns.push(await createAll(`with-webhook-${clients}-${round}`, clients));
+        const seconds = await createAll(namespace, clients);
         await unregisterWebhooks(cp);
         await new Promise((r) => setTimeout(r, 2000));
+        return seconds;
+      };
+      for (let round = 0; round < ROUNDS; round++) {
+        withoutRuns.push(await createAll(`no-webhook-${clients}-${round}`, clients));
+        nullRuns.push(await createWith(`https://127.0.0.1:${nullPort}`, `null-webhook-${clients}-${round}`));
+        nullMutatingRuns.push(await createWith(`https://127.0.0.1:${nullPort}`, `null-mutating-${clients}-${round}`, 'mutating only'));
+        withRuns.push(await createWith(`https://127.0.0.1:${port}`, `with-webhook-${clients}-${round}`));
       }
       const without = median(withoutRuns);
+      const withNull = median(nullRuns);
+      const withNullMutating = median(nullMutatingRuns);
       const withWebhooks = median(withRuns);
       const ratio = withWebhooks / without;
+      const seconds = (runs: number[]) => `${runs.map((x) => x.toFixed(2)).join(', ')} s`;
       console.log(`\n## Through kube-apiserver v1.36: create ${count} ModelServices, ${clients === 1 ? 'one client, one create after the other' : `${clients} concurrent clients`} (median of ${ROUNDS} alternating rounds)\n`);
-      console.log(`rounds without: ${withoutRuns.map((x) => x.toFixed(2)).join(', ')} s; with: ${withRuns.map((x) => x.toFixed(2)).join(', ')} s\n`);
-      console.log(formatRow(['webhooks', 'seconds', 'per second']));
-      console.log(formatRow(['---', '---', '---']));
-      console.log(formatRow(['none registered', without, count / without]));
-      console.log(formatRow(['mutating + validating', withWebhooks, count / withWebhooks]));
-      console.log(`\nRatio with/without: ${ratio.toFixed(3)} (goal ≤ 1.10: ${ratio <= 1.1 ? 'met' : 'NOT met'})`);
+      console.log(`rounds without: ${seconds(withoutRuns)}; do-nothing webhooks: ${seconds(nullRuns)}; do-nothing mutating only: ${seconds(nullMutatingRuns)}; ours: ${seconds(withRuns)}\n`);
+      console.log(formatRow(['webhooks registered', 'seconds', 'per second', 'ratio to none']));
+      console.log(formatRow(['---', '---', '---', '---']));
+      console.log(formatRow(['none registered', without, count / without, 1]));
+      console.log(formatRow(['do-nothing mutating webhook only (floor for one call per create)', withNullMutating, count / withNullMutating, withNullMutating / without]));
+      console.log(formatRow(['do-nothing mutating + validating webhooks (floor for two calls: allowed, no patch)', withNull, count / withNull, withNull / without]));
+      console.log(formatRow(['ours, mutating + validating', withWebhooks, count / withWebhooks, ratio]));
+      console.log(`\nRatio with/without: ${ratio.toFixed(3)} (goal ≤ 1.10: ${ratio <= 1.1 ? 'met' : 'NOT met'}); ours / do-nothing: ${(withWebhooks / withNull).toFixed(3)}`);
       ratios.push(`${clients} client${clients === 1 ? '' : 's'}: ${ratio.toFixed(3)}`);
     }
     const sample = await client.get({ apiVersion: 'modelplane.ai/v1alpha1', namespace: 'with-webhook-8-0', plural: 'modelservices', name: 'ms-0' });
@@ -166,6 +190,7 @@ async function throughApiServer(): Promise<void> {
         `in our handler: /mutate ${meanMs(metrics, ourSeries, { path: 'mutate' }).toFixed(2)} ms, /validate ${meanMs(metrics, ourSeries, { path: 'validate' }).toFixed(2)} ms`,
     );
     await webhook.stop();
+    await nullWebhook.stop();
     client.close();
   } finally {
     await cp.stop();
