@@ -29,6 +29,32 @@ export function frameMessage(payload: Uint8Array): Buffer {
   return frame;
 }
 
+/**
+ * Framed answers that differ only in one ASCII value of a fixed length, such
+ * as the hashed-body answer with its 16 hex digits. The answer is encoded
+ * twice, with two placeholders; the bytes where the two differ are where the
+ * value goes. Protobuf lengths depend on the value's length only, so writing
+ * a value there gives exactly the bytes that encoding the answer anew would,
+ * for a fraction of the work (a copy instead of building and encoding ~10
+ * objects per stream).
+ */
+export function fixedLengthValueFrames(encode: (value: string) => Uint8Array, valueLength: number): (value: string) => Buffer {
+  const first = frameMessage(encode('a'.repeat(valueLength)));
+  const second = frameMessage(encode('b'.repeat(valueLength)));
+  const offset = first.findIndex((byte, i) => byte !== second[i]);
+  const differing = first.reduce((count, byte, i) => count + (byte === second[i] ? 0 : 1), 0);
+  if (first.length !== second.length || offset < 0 || differing !== valueLength || first.toString('latin1', offset, offset + valueLength) !== 'a'.repeat(valueLength)) {
+    throw new Error('fixedLengthValueFrames: the value is not one contiguous run of its bytes in the encoded answer');
+  }
+  return (value) => {
+    if (value.length !== valueLength) throw new Error(`fixedLengthValueFrames: value of ${value.length} characters, expected ${valueLength}`);
+    const frame = Buffer.allocUnsafe(first.length);
+    first.copy(frame);
+    frame.write(value, offset, 'latin1');
+    return frame;
+  };
+}
+
 export interface WireError {
   code: GrpcStatus;
   message: string;

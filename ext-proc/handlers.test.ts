@@ -1,9 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { Command } from 'commander';
+import { fixedLengthValueFrames, frameMessage } from './grpc-wire.ts';
 import {
+  PROMPT_HASH_LENGTH,
   decodeRequest,
   handleMessage,
+  hashedBodyAnswer,
   loadXxh64,
   promptHash,
   type HandlerConfig,
@@ -198,5 +201,26 @@ describe('the ext-proc command', () => {
     const command = registerExtProcCommand(program).exitOverride().configureOutput({ writeErr: () => {} });
     expect(() => program.parse(['ext-proc'], { from: 'user' })).toThrow(/--prefix-bytes/);
     expect(command.opts()).toMatchObject({ port: 9002, metricsPort: 9090 });
+  });
+});
+
+describe('the hashed-body answer, encoded once with the hash written in (server.ts)', () => {
+  const method = processMethod();
+  const frames = fixedLengthValueFrames((hash) => method.responseSerialize(hashedBodyAnswer(hash)), PROMPT_HASH_LENGTH);
+  const hashes = ['0000000000000000', 'ffffffffffffffff', '0123456789abcdef', ...[1, 2, 3, 4, 5].map((i) => referencePromptHash(bytes(100 * i, i), N))];
+  it.each(hashes)('is byte for byte what encoding the answer for %s gives', (hash) => {
+    expect(frames(hash).equals(frameMessage(method.responseSerialize(hashedBodyAnswer(hash))))).toBe(true);
+  });
+  it('hands out a new frame each time (a frame in flight is never overwritten)', () => {
+    const first = frames('0123456789abcdef');
+    frames('fedcba9876543210');
+    expect(first.equals(frameMessage(method.responseSerialize(hashedBodyAnswer('0123456789abcdef'))))).toBe(true);
+  });
+  it('refuses a value of another length', () => {
+    expect(() => frames('abc')).toThrow(/value of 3 characters, expected 16/);
+  });
+  it('refuses an answer whose value is not one run of bytes (so no wrong frame is ever built)', () => {
+    // The value appears twice in this encoding.
+    expect(() => fixedLengthValueFrames((v) => Buffer.from(v + v), 4)).toThrow(/not one contiguous run/);
   });
 });

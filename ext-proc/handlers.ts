@@ -50,6 +50,8 @@ export interface Answer {
   response: ProcessingResponse;
   phase: Phase;
   outcome: Outcome;
+  /** The x-prompt-hash value when outcome is 'hashed': response is then hashedBodyAnswer(promptHash). */
+  promptHash?: string;
 }
 
 export interface Rejection {
@@ -103,30 +105,7 @@ export function handleMessage(phase: Phase, request: ProcessingRequest, config: 
         return { ok: true, response: continueBody(), phase: next, outcome: 'no-body' };
       }
       const hash = promptHash(body, config.prefixBytes, config.hash64);
-      return {
-        ok: true,
-        // raw_value only: Envoy reads raw_value and rejects a HeaderValue with
-        // both fields set. Envoy holds the request headers until this answer in
-        // BufferedPartial mode, so the router's hash policy sees the header
-        // without clearing the route cache.
-        response: {
-          request_body: {
-            response: {
-              status: 'CONTINUE',
-              header_mutation: {
-                set_headers: [
-                  {
-                    header: { key: PROMPT_HASH_HEADER, raw_value: Buffer.from(hash, 'latin1') },
-                    append_action: 'OVERWRITE_IF_EXISTS_OR_ADD',
-                  },
-                ],
-              },
-            },
-          },
-        },
-        phase: next,
-        outcome: 'hashed',
-      };
+      return { ok: true, response: hashedBodyAnswer(hash), phase: next, outcome: 'hashed', promptHash: hash };
     }
     case 'request_trailers':
       if (phase === 'awaiting-headers' || phase === 'request-done') return outOfOrder(kind, phase);
@@ -147,6 +126,28 @@ export function handleMessage(phase: Phase, request: ProcessingRequest, config: 
         message: 'ProcessingRequest has none of request_headers, request_body, request_trailers, response_headers, response_body, response_trailers set',
       };
   }
+}
+
+/** Length of every x-prompt-hash value: XXH64 as 16 hex digits. */
+export const PROMPT_HASH_LENGTH = 16;
+
+/**
+ * The answer to a body that was hashed: set x-prompt-hash. raw_value only:
+ * Envoy reads raw_value and rejects a HeaderValue with both fields set. Envoy
+ * holds the request headers until this answer in BufferedPartial mode, so the
+ * router's hash policy sees the header without clearing the route cache.
+ */
+export function hashedBodyAnswer(hash: string): ProcessingResponse {
+  return {
+    request_body: {
+      response: {
+        status: 'CONTINUE',
+        header_mutation: {
+          set_headers: [{ header: { key: PROMPT_HASH_HEADER, raw_value: Buffer.from(hash, 'latin1') }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' }],
+        },
+      },
+    },
+  };
 }
 
 function continueBody(): ProcessingResponse {

@@ -8,8 +8,8 @@
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
-import { GRPC_CONTENT_TYPE, GrpcStatus, MessageReader, frameMessage, statusName, statusTrailers } from './grpc-wire.ts';
-import { DEFAULT_MAX_MESSAGE_BYTES, HEADERS_ANSWER, decodeRequest, handleMessage, loadXxh64, type ErrorReason, type HandlerConfig, type Phase } from './handlers.ts';
+import { GRPC_CONTENT_TYPE, GrpcStatus, MessageReader, fixedLengthValueFrames, frameMessage, statusName, statusTrailers } from './grpc-wire.ts';
+import { DEFAULT_MAX_MESSAGE_BYTES, HEADERS_ANSWER, PROMPT_HASH_LENGTH, decodeRequest, handleMessage, hashedBodyAnswer, loadXxh64, type Answer, type ErrorReason, type HandlerConfig, type Phase } from './handlers.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
 import { EXT_PROC_SERVICE, HEALTH_SERVICE, PROCESS_METHOD_PATH, healthMethods, processMethod, type ServingStatus } from './protocol.ts';
 
@@ -56,9 +56,13 @@ class Call {
       // to stop sending; the answer it got is complete. One that has (the
       // usual end) needs nothing more: the trailers close the stream, and a
       // reset would cost a frame and 17-39% of the CPU per stream (bench/RESULTS.md).
-      setImmediate(() => {
-        if (!stream.closed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_NO_ERROR);
-      });
+      // Whether it has is known now for the usual end, so only the others
+      // pay for a check on the next turn of the loop.
+      if (!stream.readableEnded) {
+        setImmediate(() => {
+          if (!stream.closed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+        });
+      }
     });
   }
 
@@ -99,8 +103,16 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
   const metrics = createMetrics();
   const method = processMethod();
   const health = healthMethods();
-  // Every stream gets the same headers answer: encode it once.
+  // Every stream gets the same headers answer: encode it once. Hashed-body
+  // answers differ only in the hash: encode them once, write the hash in.
   const headersAnswerFrame = frameMessage(method.responseSerialize(HEADERS_ANSWER));
+  const hashedAnswerFrame = fixedLengthValueFrames((hash) => method.responseSerialize(hashedBodyAnswer(hash)), PROMPT_HASH_LENGTH);
+  const answerFrame = (answer: Answer): Buffer =>
+    answer.response === HEADERS_ANSWER
+      ? headersAnswerFrame
+      : answer.promptHash !== undefined
+        ? hashedAnswerFrame(answer.promptHash)
+        : frameMessage(method.responseSerialize(answer.response));
   const live = new Set<LiveStream>();
   const sessions = new Set<http2.ServerHttp2Session>();
   const serving = new Map<string, ServingStatus>([
@@ -142,7 +154,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
           return;
         }
         entry.phase = result.phase;
-        call.sendFramed(result.response === HEADERS_ANSWER ? headersAnswerFrame : frameMessage(method.responseSerialize(result.response)));
+        call.sendFramed(answerFrame(result));
         metrics.answered(result.outcome, decoded.ok ? (decoded.request.request ?? 'none') : 'none', (performance.now() - started) / 1000);
         if (draining && isIdle(entry.phase)) call.end();
       }
