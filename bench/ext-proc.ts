@@ -12,12 +12,18 @@
 // concurrencies), p50/p99 of the exchange at half that rate (open loop, fixed
 // arrival schedule, latency from the scheduled start), and server RSS with
 // 1,000 open streams. ghz (a Go load generator that pipelines the messages
-// without waiting, unlike Envoy) gives a second saturation figure.
+// without waiting, unlike Envoy) gives a second saturation figure; h2load
+// (C, pipelined like ghz) a third, with latency at half load.
+//
+// Last, alternating pairs: both servers started once per body size, then
+// h2load saturation runs taking turns, --pairs times, with the ratio taken
+// within each pair and the median over pairs (the machine's speed drifts
+// between rounds far more than within a pair).
 //
 // Every server listens on loopback only: the measuring part runs in a fresh
 // network namespace whose only interface is lo (BBR binds all interfaces).
 //
-//   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 2] [--skip-ghz]
+//   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 2] [--pairs 8] [--skip-ghz]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -54,6 +60,7 @@ const { values: args } = parseArgs({
   options: {
     seconds: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '2' },
+    pairs: { type: 'string', default: '8' },
     'skip-ghz': { type: 'boolean', default: false },
     inner: { type: 'boolean', default: false },
   },
@@ -346,6 +353,115 @@ async function measureWithH2load(target: Target, bodyFile: string, dir: string, 
   return { saturation, serverCpuMsPerRequest, halfLoad: halfLoad as H2loadResult['halfLoad'], openLoop };
 }
 
+interface Pair {
+  pair: number;
+  size: number;
+  ours: H2loadRun & { cpuMsPerRequest: number };
+  bbr: H2loadRun & { cpuMsPerRequest: number };
+  /** Our closed-loop p99 at half our saturation rate in this pair. */
+  oursHalfLoad: H2loadRun & { inFlight: number };
+}
+
+/**
+ * Both servers started once per body size, then h2load saturation runs
+ * alternating between them, PAIRS times. On a shared VM the speed of the
+ * machine drifts by tens of percent within minutes; a ratio taken within one
+ * pair (seconds apart) cancels most of that, and the median over pairs is
+ * robust to a pair that drift still spoils. The closed-loop p99 at half load
+ * is measured for the hasher in every pair too.
+ */
+async function interleavedPairs(startHasher: () => Promise<Target>, startBbr: () => Promise<Target>, scratch: string, pairs: number): Promise<Pair[]> {
+  const results: Pair[] = [];
+  for (const size of BODY_SIZES) {
+    const body = chatBody(size);
+    const bodyFile = grpcRequestFile(scratch, body);
+    const ours = await startHasher();
+    const bbr = await startBbr();
+    try {
+      await Promise.all([waitReady(ours), waitReady(bbr)]);
+      const answered0 = (await ours.answeredCount?.()) as number;
+      let sent = 0;
+      const saturate = (target: Target, requests: number) => {
+        const pid = target.process.child.pid as number;
+        const cpu0 = cpuSeconds(pid);
+        const run = h2load({ url: `http://127.0.0.1:${target.port}${PROCESS_METHOD_PATH}`, bodyFile, core: CLIENT_CORE, logFile: join(scratch, 'h2load-pairs.log'), requests, connections: CONNECTIONS, streamsPerConnection: 32 });
+        if (target === ours) sent += requests;
+        return { ...run, cpuMsPerRequest: (1000 * (cpuSeconds(pid) - cpu0)) / requests };
+      };
+      // Warm both up (V8 tiers up the hasher's code and sizes its heap over the
+      // first tens of thousands of requests), and size each run to about
+      // SECONDS at each server's own rate.
+      saturate(ours, 30_000);
+      const oursRate = saturate(ours, 10_000).perSecond;
+      const bbrRate = saturate(bbr, 10_000).perSecond;
+      const requestsFor = (rate: number) => Math.max(5000, Math.round(rate * SECONDS));
+      let inFlight: number | undefined;
+      for (let pair = 1; pair <= pairs; pair++) {
+        // Alternate which server goes first, so neither always runs after the other.
+        const [a, b] = pair % 2 === 1 ? [ours, bbr] : [bbr, ours];
+        const first = saturate(a, requestsFor(a === ours ? oursRate : bbrRate));
+        const second = saturate(b, requestsFor(b === ours ? oursRate : bbrRate));
+        const [o, g] = a === ours ? [first, second] : [second, first];
+        const half = o.perSecond / 2;
+        const closed = (streams: number) => {
+          const requests = Math.max(2000, Math.round(half * SECONDS));
+          sent += requests;
+          return { ...h2load({ url: `http://127.0.0.1:${ours.port}${PROCESS_METHOD_PATH}`, bodyFile, core: CLIENT_CORE, logFile: join(scratch, 'h2load-pairs.log'), requests, connections: 1, streamsPerConnection: streams }), inFlight: streams };
+        };
+        let oursHalfLoad: Pair['oursHalfLoad'] | undefined;
+        if (inFlight === undefined) {
+          for (const streams of H2LOAD_IN_FLIGHT) {
+            oursHalfLoad = closed(streams);
+            inFlight = streams;
+            if (oursHalfLoad.perSecond >= half) break;
+          }
+        } else oursHalfLoad = closed(inFlight);
+        const result: Pair = { pair, size, ours: o, bbr: g, oursHalfLoad: oursHalfLoad as Pair['oursHalfLoad'] };
+        process.stderr.write(
+          `  pair ${pair} ${size} B: hasher ${o.perSecond.toFixed(0)} req/s (${o.cpuMsPerRequest.toFixed(3)} ms CPU/req), BBR ${g.perSecond.toFixed(0)} req/s (${g.cpuMsPerRequest.toFixed(3)}), ` +
+            `ratio ${(o.perSecond / g.perSecond).toFixed(2)}; hasher p99 at half load ${result.oursHalfLoad.p99Ms.toFixed(2)} ms (${result.oursHalfLoad.inFlight} in flight)\n`,
+        );
+        results.push(result);
+      }
+      const answered = (await ours.answeredCount?.()) as number;
+      if (answered - answered0 !== sent) throw new Error(`prefix hasher: ${answered - answered0} hashed answers for ${sent} h2load requests`);
+    } finally {
+      await Promise.all([ours.process.stop(), bbr.process.stop()]);
+    }
+  }
+  return results;
+}
+
+function reportPairs(pairs: Pair[]): string {
+  const lines = [
+    'h2load saturation in alternating pairs (both servers started once per body size, each on core 0 in turn; 2 connections × 32 streams):',
+    '',
+    '| body | pair | hasher req/s | hasher CPU ms per request | BBR req/s | BBR CPU ms per request | ratio by req/s | ratio by CPU per request | hasher p99 at half load, closed loop (streams in flight) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const p of pairs) {
+    lines.push(
+      `| ${p.size / 1024} KiB | ${p.pair} | ${p.ours.perSecond.toFixed(0)} | ${p.ours.cpuMsPerRequest.toFixed(3)} | ${p.bbr.perSecond.toFixed(0)} | ${p.bbr.cpuMsPerRequest.toFixed(3)} | ` +
+        `${(p.ours.perSecond / p.bbr.perSecond).toFixed(2)} | ${(p.bbr.cpuMsPerRequest / p.ours.cpuMsPerRequest).toFixed(2)} | ${p.oursHalfLoad.p99Ms.toFixed(2)} ms (${p.oursHalfLoad.inFlight}) |`,
+    );
+  }
+  lines.push('');
+  for (const size of BODY_SIZES) {
+    const ps = pairs.filter((p) => p.size === size);
+    if (ps.length === 0) continue;
+    const byRps = ps.map((p) => p.ours.perSecond / p.bbr.perSecond);
+    const byCpu = ps.map((p) => p.bbr.cpuMsPerRequest / p.ours.cpuMsPerRequest);
+    const p99s = ps.map((p) => p.oursHalfLoad.p99Ms);
+    const range = (xs: number[]) => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}`;
+    lines.push(
+      `- ${size / 1024} KiB, median over ${ps.length} pairs: hasher / BBR = ${median(byRps).toFixed(2)}× by h2load req/s (pairs ${range(byRps)}), ` +
+        `${median(byCpu).toFixed(2)}× by CPU per request (pairs ${range(byCpu)}); hasher p99 at half load, closed loop: median ${median(p99s).toFixed(2)} ms, ` +
+        `≤ 1 ms in ${p99s.filter((x) => x <= 1).length} of ${p99s.length} pairs`,
+    );
+  }
+  return lines.join('\n');
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function waitReady(target: Target): Promise<void> {
@@ -502,6 +618,8 @@ async function inner(): Promise<void> {
       results.push(...(await measureTarget(round + 1, startBbr, ghz, scratch)));
     }
     process.stdout.write(`${report(results)}\n`);
+    const pairs = Number(args.pairs);
+    if (pairs > 0) process.stdout.write(`\n${reportPairs(await interleavedPairs(startHasher, startBbr, scratch, pairs))}\n`);
   } finally {
     await controlPlane.stop();
   }
