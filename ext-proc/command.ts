@@ -1,4 +1,5 @@
 // `modelplane-affinity ext-proc`: the command that runs the prefix hasher.
+import { setFlagsFromString } from 'node:v8';
 import type { Command } from 'commander';
 import { integerBetween, parsePort } from '../bin/options.ts';
 import { PREFIX_BYTES_MAX, PREFIX_BYTES_MIN } from '../src/affinity.ts';
@@ -16,6 +17,13 @@ export function registerExtProcCommand(program: Command): Command {
     .option('--metrics-port <port>', 'Prometheus /metrics port', parsePort, 9090)
     .option('--host <address>', 'address to listen on', '0.0.0.0')
     .action(async (options: { port: number; prefixBytes: number; metricsPort: number; host: string }) => {
+      // Streams die young, but under load V8's allocation-site pretenuring
+      // sees stream objects survive a scavenge and starts allocating them in
+      // the old generation, where only mark-compacts free them: 4x the bytes
+      // promoted, scavenge pauses twice as long, 3x the mark-compacts
+      // (bench/RESULTS.md). Node refuses this flag in NODE_OPTIONS, so the
+      // command sets it before the server allocates anything.
+      setFlagsFromString('--no-allocation-site-pretenuring');
       // Loaded only when this command runs: other commands need neither gRPC nor the Envoy protos.
       const { runExtProc } = await import('./server.ts');
       await runExtProc(options);
