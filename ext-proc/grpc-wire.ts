@@ -41,9 +41,9 @@ export function frameMessage(payload: Uint8Array): Buffer {
 export function fixedLengthValueFrames(encode: (value: string) => Uint8Array, valueLength: number): (value: string) => Buffer {
   const first = frameMessage(encode('a'.repeat(valueLength)));
   const second = frameMessage(encode('b'.repeat(valueLength)));
-  const offset = first.findIndex((byte, i) => byte !== second[i]);
-  const differing = first.reduce((count, byte, i) => count + (byte === second[i] ? 0 : 1), 0);
-  if (first.length !== second.length || offset < 0 || differing !== valueLength || first.toString('latin1', offset, offset + valueLength) !== 'a'.repeat(valueLength)) {
+  const differing = [...first.keys()].filter((i) => first[i] !== second[i]);
+  const offset = differing[0] ?? -1;
+  if (first.length !== second.length || differing.length !== valueLength || differing.some((at, k) => at !== offset + k)) {
     throw new Error('fixedLengthValueFrames: the value is not one contiguous run of its bytes in the encoded answer');
   }
   return (value) => {
