@@ -34,6 +34,31 @@ describe('MessageReader', () => {
     expect(reader.pending).toBe(false);
   });
 
+  it('puts together messages of two streams whose chunks interleave, each used before the next push', () => {
+    // Sizes that make the shared assembly buffer grow between messages.
+    const streamA = Buffer.concat([framed('a'.repeat(40_000)), framed('short'), framed('b'.repeat(70_000))]);
+    const streamB = Buffer.concat([framed('c'.repeat(100_000)), framed('d'.repeat(3))]);
+    const readers = [new MessageReader(128 * 1024), new MessageReader(128 * 1024)];
+    const pieces = [cut(streamA, [3, 16_384, 32_768, 40_010, 60_000, 90_000]), cut(streamB, [16_384, 50_000, 99_000, 100_004])];
+    const seen: string[][] = [[], []];
+    for (let i = 0; i < Math.max(...pieces.map((p) => p.length)); i++) {
+      for (const s of [0, 1]) {
+        const piece = pieces[s]?.[i];
+        if (piece === undefined) continue;
+        const out = (readers[s] as MessageReader).push(piece);
+        if (!Array.isArray(out)) throw new Error(out.message);
+        seen[s]?.push(...out.map((m) => `${m[0] === undefined ? '' : String.fromCharCode(m[0])}×${m.length}`));
+      }
+    }
+    expect(seen).toEqual([['a×40000', 's×5', 'b×70000'], ['c×100000', 'd×3']]);
+    // Every byte, not only the first: a message that spans chunks is whole.
+    const reader = new MessageReader(128 * 1024);
+    const whole = Buffer.from(Array.from({ length: 50_000 }, (_, i) => (i * 7) & 0xff));
+    const messages = cut(frameMessage(whole), [1, 20_000, 40_000]).flatMap((piece) => reader.push(piece) as Buffer[]);
+    expect(messages).toHaveLength(1);
+    expect(messages[0]?.equals(whole)).toBe(true);
+  });
+
   it('reports an unfinished message as pending', () => {
     const reader = new MessageReader(1024);
     expect(reader.push(framed('hello').subarray(0, 7))).toEqual([]);

@@ -61,10 +61,25 @@ export interface WireError {
 }
 
 /**
+ * Where a message that arrived in several chunks is put together: one buffer
+ * for every reader, grown to the largest such message. A 32 KiB body comes in
+ * 16 KiB DATA frames, and a fresh 32 KiB buffer per request made every
+ * scavenge slower (bench/RESULTS.md). Readers run one at a time on the event
+ * loop, and each message is used before the next push, so one buffer serves all.
+ */
+let assembly = Buffer.allocUnsafe(0);
+const prefix = Buffer.allocUnsafe(5);
+
+/**
  * Splits a request stream into messages as its bytes arrive. A message whose
  * declared length is over maxMessageBytes is refused from its 5-byte prefix,
  * before any of it is buffered. Compressed messages are refused: the server
  * advertises no grpc-accept-encoding, so a client has no reason to send one.
+ *
+ * Messages are views, not copies: into the chunk they arrived in, or, for a
+ * message that arrived in several chunks, into a buffer shared by all readers
+ * that the next push to any reader may overwrite. Use (or copy) the messages
+ * of one push before the next.
  */
 export class MessageReader {
   private readonly maxMessageBytes: number;
@@ -81,7 +96,8 @@ export class MessageReader {
     this.buffered += chunk.length;
     const messages: Buffer[] = [];
     while (this.buffered >= 5) {
-      const head = this.peek(5);
+      const first = this.chunks[0] as Buffer;
+      const head = first.length >= 5 ? first : this.gather(5, prefix);
       const length = head.readUInt32BE(1);
       if (head[0] !== 0) {
         return { code: GrpcStatus.UNIMPLEMENTED, message: 'compressed messages are not accepted (no grpc-accept-encoding was offered)' };
@@ -105,20 +121,34 @@ export class MessageReader {
     return this.buffered > 0;
   }
 
-  private peek(bytes: number): Buffer {
-    const first = this.chunks[0] as Buffer;
-    if (first.length >= bytes) return first;
-    const joined = Buffer.concat(this.chunks);
-    this.chunks.splice(0, this.chunks.length, joined);
-    return joined;
+  /** The first `bytes` buffered bytes copied into `into`, without consuming them. */
+  private gather(bytes: number, into: Buffer): Buffer {
+    let filled = 0;
+    for (const chunk of this.chunks) {
+      filled += chunk.copy(into, filled, 0, Math.min(chunk.length, bytes - filled));
+      if (filled === bytes) break;
+    }
+    return into.subarray(0, bytes);
   }
 
+  /** Consumes the first `bytes` buffered bytes (all of them buffered). */
   private take(bytes: number): Buffer {
-    const joined = this.peek(bytes);
-    this.chunks.shift();
-    if (joined.length > bytes) this.chunks.unshift(joined.subarray(bytes));
     this.buffered -= bytes;
-    return joined.subarray(0, bytes);
+    const first = this.chunks[0] as Buffer;
+    if (first.length >= bytes) {
+      if (first.length === bytes) this.chunks.shift();
+      else this.chunks[0] = first.subarray(bytes);
+      return first.subarray(0, bytes);
+    }
+    if (assembly.length < bytes) assembly = Buffer.allocUnsafe(Math.max(bytes, 2 * assembly.length));
+    let filled = 0;
+    while (filled < bytes) {
+      const chunk = this.chunks.shift() as Buffer;
+      const used = chunk.copy(assembly, filled, 0, Math.min(chunk.length, bytes - filled));
+      filled += used;
+      if (used < chunk.length) this.chunks.unshift(chunk.subarray(used));
+    }
+    return assembly.subarray(0, bytes);
   }
 }
 
