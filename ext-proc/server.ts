@@ -128,8 +128,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
     const reader = new MessageReader(maxMessageBytes);
     const peer = `${stream.session?.socket?.remoteAddress ?? 'unknown'}:${stream.session?.socket?.remotePort ?? ''}`;
     live.add(entry);
-    metrics.streamsStarted.inc();
-    metrics.streamsOpen.inc();
+    metrics.streamStarted();
 
     const fail = (reason: ErrorReason, code: GrpcStatus, message: string): void => {
       metrics.errors.inc({ reason });
@@ -169,7 +168,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
     stream.on('close', () => {
       if (!call.ended) log.debug({ peer, phase: entry.phase }, 'ext_proc stream reset by the client');
       call.ended = true;
-      if (live.delete(entry)) metrics.streamsOpen.dec();
+      if (live.delete(entry)) metrics.streamClosed();
     });
     stream.on('error', (error: Error) => log.debug({ peer, error: error.message }, 'ext_proc stream error'));
   }
