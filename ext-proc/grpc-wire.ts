@@ -131,24 +131,31 @@ export class MessageReader {
     return into.subarray(0, bytes);
   }
 
-  /** Consumes the first `bytes` buffered bytes (all of them buffered). */
+  /** Consumes the first `bytes` buffered bytes (all of them buffered): a view into their chunk, or a copy in the shared assembly buffer when they span chunks. */
   private take(bytes: number): Buffer {
-    this.buffered -= bytes;
     const first = this.chunks[0] as Buffer;
-    if (first.length >= bytes) {
-      if (first.length === bytes) this.chunks.shift();
-      else this.chunks[0] = first.subarray(bytes);
-      return first.subarray(0, bytes);
+    let message: Buffer;
+    if (first.length >= bytes) message = first.subarray(0, bytes);
+    else {
+      if (assembly.length < bytes) assembly = Buffer.allocUnsafe(Math.max(bytes, 2 * assembly.length));
+      message = this.gather(bytes, assembly);
     }
-    if (assembly.length < bytes) assembly = Buffer.allocUnsafe(Math.max(bytes, 2 * assembly.length));
-    let filled = 0;
-    while (filled < bytes) {
-      const chunk = this.chunks.shift() as Buffer;
-      const used = chunk.copy(assembly, filled, 0, Math.min(chunk.length, bytes - filled));
-      filled += used;
-      if (used < chunk.length) this.chunks.unshift(chunk.subarray(used));
+    this.drop(bytes);
+    return message;
+  }
+
+  /** Forgets the first `bytes` buffered bytes. Views already handed out stay valid: chunks are sliced, never changed. */
+  private drop(bytes: number): void {
+    this.buffered -= bytes;
+    while (bytes > 0) {
+      const chunk = this.chunks[0] as Buffer;
+      if (chunk.length > bytes) {
+        this.chunks[0] = chunk.subarray(bytes);
+        return;
+      }
+      this.chunks.shift();
+      bytes -= chunk.length;
     }
-    return assembly.subarray(0, bytes);
   }
 }
 
