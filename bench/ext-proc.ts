@@ -324,33 +324,56 @@ function grpcRequestFile(dir: string, body: Buffer): string {
   return file;
 }
 
-async function measureWithH2load(target: Target, bodyFile: string, dir: string, roughRate: number): Promise<H2loadResult> {
-  const common = { url: `http://127.0.0.1:${target.port}${PROCESS_METHOD_PATH}`, bodyFile, core: CLIENT_CORE, logFile: join(dir, 'h2load.log') };
+/**
+ * h2load against one server with one request file. It counts the requests it
+ * sends, so that check() can compare them with the hashed answers the hasher
+ * counted (h2load sees HTTP status only); for BBR, check() has nothing to read.
+ */
+async function h2loadSession(target: Target, bodyFile: string, logFile: string) {
   const answered0 = await target.answeredCount?.();
-  let sent = 0;
-  const run = (o: Omit<Parameters<typeof h2load>[0], keyof typeof common>) => {
-    sent += o.requests;
-    return h2load({ ...common, ...o });
-  };
-  run({ requests: 5000, connections: CONNECTIONS, streamsPerConnection: 32 }); // warm-up
   const pid = target.process.child.pid as number;
-  const cpu0 = cpuSeconds(pid);
-  const saturation = run({ requests: Math.max(10_000, Math.round(roughRate * SECONDS * 2)), connections: CONNECTIONS, streamsPerConnection: 32 });
-  const serverCpuMsPerRequest = (1000 * (cpuSeconds(pid) - cpu0)) / saturation.requests;
+  let sent = 0;
+  const run = (o: Pick<Parameters<typeof h2load>[0], 'requests' | 'connections' | 'streamsPerConnection' | 'ratePerConnection'>): H2loadRun => {
+    sent += o.requests;
+    return h2load({ url: `http://127.0.0.1:${target.port}${PROCESS_METHOD_PATH}`, bodyFile, core: CLIENT_CORE, logFile, ...o });
+  };
+  return {
+    run,
+    /** Closed loop, CONNECTIONS × 32 streams, with the server's CPU per request. */
+    saturate(requests: number): H2loadRun & { cpuMsPerRequest: number } {
+      const cpu0 = cpuSeconds(pid);
+      const result = run({ requests, connections: CONNECTIONS, streamsPerConnection: 32 });
+      return { ...result, cpuMsPerRequest: (1000 * (cpuSeconds(pid) - cpu0)) / requests };
+    },
+    /** Closed loop on one connection with the fewest streams in flight (of `candidates`) that reach `rate`. */
+    halfLoad(rate: number, requests: number, candidates: readonly number[] = H2LOAD_IN_FLIGHT): H2loadRun & { inFlight: number } {
+      let result: (H2loadRun & { inFlight: number }) | undefined;
+      for (const inFlight of candidates) {
+        result = { ...run({ requests, connections: 1, streamsPerConnection: inFlight }), inFlight };
+        if (result.perSecond >= rate) break;
+      }
+      if (result === undefined) throw new Error('halfLoad: no stream counts to try');
+      return result;
+    },
+    async check(): Promise<void> {
+      if (answered0 === undefined) return;
+      const answered = (await target.answeredCount?.()) as number;
+      if (answered - answered0 !== sent) throw new Error(`${target.name}: ${answered - answered0} hashed answers for ${sent} h2load requests`);
+    },
+  };
+}
+
+async function measureWithH2load(target: Target, bodyFile: string, dir: string, roughRate: number): Promise<H2loadResult> {
+  const session = await h2loadSession(target, bodyFile, join(dir, 'h2load.log'));
+  session.run({ requests: 5000, connections: CONNECTIONS, streamsPerConnection: 32 }); // warm-up
+  const { cpuMsPerRequest: serverCpuMsPerRequest, ...saturation } = session.saturate(Math.max(10_000, Math.round(roughRate * SECONDS * 2)));
   const half = saturation.perSecond / 2;
   const requests = Math.max(2000, Math.round(half * SECONDS));
-  let halfLoad: H2loadResult['halfLoad'] | undefined;
-  for (const inFlight of H2LOAD_IN_FLIGHT) {
-    halfLoad = { ...run({ requests, connections: 1, streamsPerConnection: inFlight }), inFlight };
-    if (halfLoad.perSecond >= half) break;
-  }
+  const halfLoad = session.halfLoad(half, requests);
   const perConnection = Math.max(1, Math.round(half / H2LOAD_OPEN_CONNECTIONS));
-  const openLoop = { ...run({ requests, connections: H2LOAD_OPEN_CONNECTIONS, streamsPerConnection: 64, ratePerConnection: perConnection }), rate: perConnection * H2LOAD_OPEN_CONNECTIONS };
-  if (answered0 !== undefined) {
-    const answered = (await target.answeredCount?.()) as number;
-    if (answered - answered0 !== sent) throw new Error(`${target.name}: ${answered - answered0} hashed answers for ${sent} h2load requests`);
-  }
-  return { saturation, serverCpuMsPerRequest, halfLoad: halfLoad as H2loadResult['halfLoad'], openLoop };
+  const openLoop = { ...session.run({ requests, connections: H2LOAD_OPEN_CONNECTIONS, streamsPerConnection: 64, ratePerConnection: perConnection }), rate: perConnection * H2LOAD_OPEN_CONNECTIONS };
+  await session.check();
+  return { saturation, serverCpuMsPerRequest, halfLoad, openLoop };
 }
 
 interface Pair {
@@ -373,58 +396,43 @@ interface Pair {
 async function interleavedPairs(startHasher: () => Promise<Target>, startBbr: () => Promise<Target>, scratch: string, pairs: number): Promise<Pair[]> {
   const results: Pair[] = [];
   for (const size of BODY_SIZES) {
-    const body = chatBody(size);
-    const bodyFile = grpcRequestFile(scratch, body);
+    const bodyFile = grpcRequestFile(scratch, chatBody(size));
     const ours = await startHasher();
     const bbr = await startBbr();
     try {
       await Promise.all([waitReady(ours), waitReady(bbr)]);
-      const answered0 = (await ours.answeredCount?.()) as number;
-      let sent = 0;
-      const saturate = (target: Target, requests: number) => {
-        const pid = target.process.child.pid as number;
-        const cpu0 = cpuSeconds(pid);
-        const run = h2load({ url: `http://127.0.0.1:${target.port}${PROCESS_METHOD_PATH}`, bodyFile, core: CLIENT_CORE, logFile: join(scratch, 'h2load-pairs.log'), requests, connections: CONNECTIONS, streamsPerConnection: 32 });
-        if (target === ours) sent += requests;
-        return { ...run, cpuMsPerRequest: (1000 * (cpuSeconds(pid) - cpu0)) / requests };
-      };
+      const logFile = join(scratch, 'h2load-pairs.log');
+      const sessions = new Map([
+        [ours, await h2loadSession(ours, bodyFile, logFile)],
+        [bbr, await h2loadSession(bbr, bodyFile, logFile)],
+      ]);
+      const session = (target: Target) => sessions.get(target) as Awaited<ReturnType<typeof h2loadSession>>;
       // Warm both up (V8 tiers up the hasher's code and sizes its heap over the
       // first tens of thousands of requests), and size each run to about
       // SECONDS at each server's own rate.
-      saturate(ours, 30_000);
-      const oursRate = saturate(ours, 10_000).perSecond;
-      const bbrRate = saturate(bbr, 10_000).perSecond;
-      const requestsFor = (rate: number) => Math.max(5000, Math.round(rate * SECONDS));
+      session(ours).saturate(30_000);
+      const rates = new Map([
+        [ours, session(ours).saturate(10_000).perSecond],
+        [bbr, session(bbr).saturate(10_000).perSecond],
+      ]);
+      const saturate = (target: Target) => session(target).saturate(Math.max(5000, Math.round((rates.get(target) as number) * SECONDS)));
       let inFlight: number | undefined;
       for (let pair = 1; pair <= pairs; pair++) {
         // Alternate which server goes first, so neither always runs after the other.
-        const [a, b] = pair % 2 === 1 ? [ours, bbr] : [bbr, ours];
-        const first = saturate(a, requestsFor(a === ours ? oursRate : bbrRate));
-        const second = saturate(b, requestsFor(b === ours ? oursRate : bbrRate));
-        const [o, g] = a === ours ? [first, second] : [second, first];
+        const runs = new Map((pair % 2 === 1 ? [ours, bbr] : [bbr, ours]).map((target) => [target, saturate(target)]));
+        const [o, g] = [runs.get(ours), runs.get(bbr)] as [ReturnType<typeof saturate>, ReturnType<typeof saturate>];
         const half = o.perSecond / 2;
-        const closed = (streams: number) => {
-          const requests = Math.max(2000, Math.round(half * SECONDS));
-          sent += requests;
-          return { ...h2load({ url: `http://127.0.0.1:${ours.port}${PROCESS_METHOD_PATH}`, bodyFile, core: CLIENT_CORE, logFile: join(scratch, 'h2load-pairs.log'), requests, connections: 1, streamsPerConnection: streams }), inFlight: streams };
-        };
-        let oursHalfLoad: Pair['oursHalfLoad'] | undefined;
-        if (inFlight === undefined) {
-          for (const streams of H2LOAD_IN_FLIGHT) {
-            oursHalfLoad = closed(streams);
-            inFlight = streams;
-            if (oursHalfLoad.perSecond >= half) break;
-          }
-        } else oursHalfLoad = closed(inFlight);
-        const result: Pair = { pair, size, ours: o, bbr: g, oursHalfLoad: oursHalfLoad as Pair['oursHalfLoad'] };
+        // The stream count that reaches half load is found in the first pair and kept.
+        const oursHalfLoad = session(ours).halfLoad(half, Math.max(2000, Math.round(half * SECONDS)), inFlight === undefined ? H2LOAD_IN_FLIGHT : [inFlight]);
+        inFlight = oursHalfLoad.inFlight;
+        const result: Pair = { pair, size, ours: o, bbr: g, oursHalfLoad };
         process.stderr.write(
           `  pair ${pair} ${size} B: hasher ${o.perSecond.toFixed(0)} req/s (${o.cpuMsPerRequest.toFixed(3)} ms CPU/req), BBR ${g.perSecond.toFixed(0)} req/s (${g.cpuMsPerRequest.toFixed(3)}), ` +
-            `ratio ${(o.perSecond / g.perSecond).toFixed(2)}; hasher p99 at half load ${result.oursHalfLoad.p99Ms.toFixed(2)} ms (${result.oursHalfLoad.inFlight} in flight)\n`,
+            `ratio ${(o.perSecond / g.perSecond).toFixed(2)}; hasher p99 at half load ${oursHalfLoad.p99Ms.toFixed(2)} ms (${oursHalfLoad.inFlight} in flight)\n`,
         );
         results.push(result);
       }
-      const answered = (await ours.answeredCount?.()) as number;
-      if (answered - answered0 !== sent) throw new Error(`prefix hasher: ${answered - answered0} hashed answers for ${sent} h2load requests`);
+      await session(ours).check();
     } finally {
       await Promise.all([ours.process.stop(), bbr.process.stop()]);
     }
