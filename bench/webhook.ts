@@ -16,7 +16,7 @@ import { KubeClient } from '../reconciler/kube.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, installCrds } from '../test/testbed/crds.ts';
 import { startProcess, freePort, waitFor } from '../test/testbed/processes.ts';
-import { MUTATING_WEBHOOK_NAME, VALIDATING_WEBHOOK_NAME, builtCli, makeWebhookCertificates, registerWebhooks, unregisterWebhooks, webhookConfigurations } from '../test/testbed/webhook.ts';
+import { MUTATING_WEBHOOK_NAME, VALIDATING_WEBHOOK_NAME, builtCli, makeWebhookCertificates, registerWebhooks, unregisterWebhooks, type WebhookRegistrations } from '../test/testbed/webhook.ts';
 import { type GoToolsModule, ensureGoTools } from '../test/testbed/go-tools.ts';
 import { formatRow, median, sampleSum } from './stats.ts';
 import { managerEnv } from './manager-env.ts';
@@ -140,12 +140,8 @@ async function throughApiServer(): Promise<void> {
       const nullRuns: number[] = [];
       const nullMutatingRuns: number[] = [];
       const withRuns: number[] = [];
-      const createWith = async (baseUrl: string, namespace: string, registrations: 'both' | 'mutating only' = 'both') => {
-        if (registrations === 'both') await registerWebhooks(cp, baseUrl, ca.certPem);
-        else {
-          const [mutating] = (JSON.parse(webhookConfigurations(baseUrl, ca.certPem)) as { items: { kind: string }[] }).items.filter((c) => c.kind === 'MutatingWebhookConfiguration');
-          await cp.kubectlOk(['apply', '--server-side', '-f', '-'], { input: JSON.stringify(mutating) });
-        }
+      const createWith = async (baseUrl: string, namespace: string, registrations?: WebhookRegistrations) => {
+        await registerWebhooks(cp, baseUrl, ca.certPem, registrations);
         await new Promise((r) => setTimeout(r, 2000));
         const seconds = await createAll(namespace, clients);
         await unregisterWebhooks(cp);

@@ -70,8 +70,14 @@ export async function startWebhookProcess(
   return { process: proc, port, baseUrl };
 }
 
-/** Mutating and validating configurations for ModelService CREATE/UPDATE, failurePolicy Fail. */
-export function webhookConfigurations(baseUrl: string, caBundlePem: string): string {
+export type WebhookRegistrations = 'mutating and validating' | 'mutating only';
+
+/**
+ * Mutating and validating configurations for ModelService CREATE/UPDATE,
+ * failurePolicy Fail. 'mutating only' is for measuring what one admission call
+ * per create costs (bench/webhook.ts).
+ */
+export function webhookConfigurations(baseUrl: string, caBundlePem: string, registrations: WebhookRegistrations = 'mutating and validating'): string {
   const caBundle = Buffer.from(caBundlePem).toString('base64');
   const common = {
     admissionReviewVersions: ['v1'],
@@ -95,11 +101,12 @@ export function webhookConfigurations(baseUrl: string, caBundlePem: string): str
       webhooks: [{ name: VALIDATING_WEBHOOK_NAME, clientConfig: { url: `${baseUrl}/validate`, caBundle }, ...common }],
     },
   ];
-  return JSON.stringify({ apiVersion: 'v1', kind: 'List', items: configurations });
+  const items = registrations === 'mutating only' ? configurations.filter((c) => c.kind === 'MutatingWebhookConfiguration') : configurations;
+  return JSON.stringify({ apiVersion: 'v1', kind: 'List', items });
 }
 
-export async function registerWebhooks(k: Kubectl, baseUrl: string, caBundlePem: string): Promise<void> {
-  await k.kubectlOk(['apply', '--server-side', '--force-conflicts', '-f', '-'], { input: webhookConfigurations(baseUrl, caBundlePem) });
+export async function registerWebhooks(k: Kubectl, baseUrl: string, caBundlePem: string, registrations?: WebhookRegistrations): Promise<void> {
+  await k.kubectlOk(['apply', '--server-side', '--force-conflicts', '-f', '-'], { input: webhookConfigurations(baseUrl, caBundlePem, registrations) });
 }
 
 export async function unregisterWebhooks(k: Kubectl): Promise<void> {
