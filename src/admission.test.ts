@@ -87,6 +87,27 @@ describe('mutate', () => {
     expect(patch).toEqual([{ op: 'add', path: '/spec/affinity/fallback', value: 'NextEndpoint' }]);
   });
 
+  it('writes nothing into the objects of the request (the rules copy only what they change)', () => {
+    const deepFreeze = <T>(value: T): T => {
+      if (typeof value === 'object' && value !== null) {
+        for (const child of Object.values(value)) deepFreeze(child);
+        Object.freeze(value);
+      }
+      return value;
+    };
+    const annotations = { 'affinity.modelplane.ai/ext-proc': 'stale', 'team/owner': 'ml' };
+    const old = modelService({ type: 'PrefixHash', prefixBytes: 1024, fallback: 'NextEndpoint' }, annotations);
+    const updated = modelService({ type: 'Session', sessionHeader: 'X-Session-ID', prefixBytes: 1024, fallback: 'NextEndpoint' }, annotations);
+    const request = deepFreeze(requestWith(updated, { operation: 'UPDATE', oldObject: old as unknown as Record<string, unknown> }));
+    // Frozen objects throw on any write (ES modules run in strict mode).
+    const patch = decodePatch(admit(request, 'mutate').patch);
+    expect(patch).toContainEqual({ op: 'remove', path: '/spec/affinity/prefixBytes' });
+    expect(patch).toContainEqual({ op: 'remove', path: '/metadata/annotations/affinity.modelplane.ai~1ext-proc' });
+    expect(admit(request, 'validate').allowed).toBe(true);
+    const create = deepFreeze(requestWith(modelService({ type: 'PrefixHash' })));
+    expect(decodePatch(admit(create, 'mutate').patch)).toContainEqual({ op: 'add', path: '/spec/affinity/prefixBytes', value: 1024 });
+  });
+
   it('leaves a ModelService without affinity untouched', () => {
     const ms = modelService(undefined);
     delete ms.spec?.affinity;

@@ -50,41 +50,51 @@ export function affinityType(ms: ModelService): AffinityType {
 }
 
 /**
- * Returns a copy with SPEC §1 defaults written: `type: None` when `affinity`
- * has no type, `prefixBytes` only for PrefixHash, `fallback` only when the type
- * is not None. Fields that are present (even invalid ones) are left for
- * validation to judge; an unknown type gets no defaults.
+ * Returns the ModelService with SPEC §1 defaults written: `type: None` when
+ * `affinity` has no type, `prefixBytes` only for PrefixHash, `fallback` only
+ * when the type is not None. Fields that are present (even invalid ones) are
+ * left for validation to judge; an unknown type gets no defaults.
+ *
+ * Like the other rules here it never writes into its argument: it returns a
+ * new object and shares the parts it does not change (endpoints, labels, …)
+ * with `ms`, so treat both as read-only. Deep copies were a third of the
+ * CPU of a review (bench/RESULTS.md, fifth session).
  */
 export function applyDefaults(ms: ModelService): ModelService {
-  const copy = structuredClone(ms);
-  const affinity = copy.spec?.affinity as Record<string, unknown> | undefined;
-  if (!isPlainObject(affinity)) return copy;
-  if (affinity.type === undefined) affinity.type = 'None';
-  const type = affinity.type;
-  if (type === 'PrefixHash' && affinity.prefixBytes === undefined) affinity.prefixBytes = PREFIX_BYTES_DEFAULT;
-  if ((type === 'PrefixHash' || type === 'Session') && affinity.fallback === undefined) affinity.fallback = FALLBACK_DEFAULT;
-  return copy;
+  const affinity: unknown = ms.spec?.affinity;
+  if (!isPlainObject(affinity)) return { ...ms };
+  const type = affinity.type === undefined ? 'None' : affinity.type;
+  const defaulted: Record<string, unknown> = { ...affinity, type };
+  if (type === 'PrefixHash' && affinity.prefixBytes === undefined) defaulted.prefixBytes = PREFIX_BYTES_DEFAULT;
+  if ((type === 'PrefixHash' || type === 'Session') && affinity.fallback === undefined) defaulted.fallback = FALLBACK_DEFAULT;
+  return withAffinity(ms, defaulted);
 }
 
 /**
  * On an update that changes `type`, drops fields that only the old type used
  * and that the update left as they were (typically defaults written for the
  * old type), as the API server does for Service type changes. A field the
- * update sets anew is kept and judged (warned about) as usual.
+ * update sets anew is kept and judged (warned about) as usual. Returns a new
+ * object, as `applyDefaults` does.
  */
 export function dropStaleTypeFields(old: ModelService, updated: ModelService): ModelService {
-  const copy = structuredClone(updated);
-  const before = old.spec?.affinity as Record<string, unknown> | undefined;
-  const after = copy.spec?.affinity as Record<string, unknown> | undefined;
-  if (!isPlainObject(before) || !isPlainObject(after)) return copy;
+  const before: unknown = old.spec?.affinity;
+  const after: unknown = updated.spec?.affinity;
+  if (!isPlainObject(before) || !isPlainObject(after)) return { ...updated };
   const oldType = before.type ?? 'None';
   const newType = after.type ?? 'None';
-  if (oldType === newType || !isAffinityType(newType) || !isAffinityType(oldType)) return copy;
+  if (oldType === newType || !isAffinityType(newType) || !isAffinityType(oldType)) return { ...updated };
+  const kept: Record<string, unknown> = { ...after };
   for (const field of AFFINITY_FIELDS) {
     const staleForNew = !FIELDS_USED_BY[newType].includes(field) && FIELDS_USED_BY[oldType].includes(field);
-    if (staleForNew && after[field] !== undefined && after[field] === before[field]) delete after[field];
+    if (staleForNew && after[field] !== undefined && after[field] === before[field]) delete kept[field];
   }
-  return copy;
+  return withAffinity(updated, kept);
+}
+
+/** `ms` with `spec.affinity` replaced; the rest of the spec and the object is shared. */
+function withAffinity(ms: ModelService, affinity: Record<string, unknown>): ModelService {
+  return { ...ms, spec: { ...ms.spec, affinity: affinity as Affinity } };
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -31,14 +31,17 @@ export function generatedObjectAnnotations(ms: ModelService): Record<string, str
   }
 }
 
-/** Returns a copy whose generated-object annotations are exactly those that apply; others are removed. */
+/**
+ * Returns the ModelService with exactly the generated-object annotations that
+ * apply; others are removed. A new object: only `metadata` and its
+ * `annotations` are new, the rest is shared with `ms` (see `applyDefaults`).
+ */
 export function withGeneratedObjectAnnotations(ms: ModelService): ModelService {
-  const copy = structuredClone(ms);
-  const wanted = generatedObjectAnnotations(copy);
+  const wanted = generatedObjectAnnotations(ms);
   // Keys keep their place (delete, then assign), so an unchanged object diffs to an empty patch.
-  const next: Record<string, string> = { ...copy.metadata.annotations };
+  const next: Record<string, string> = { ...ms.metadata.annotations };
   for (const key of GENERATED_OBJECT_ANNOTATIONS) if (!(key in wanted)) delete next[key];
   Object.assign(next, wanted);
-  if (Object.keys(next).length > 0 || copy.metadata.annotations !== undefined) copy.metadata.annotations = next;
-  return copy;
+  if (Object.keys(next).length === 0 && ms.metadata.annotations === undefined) return { ...ms };
+  return { ...ms, metadata: { ...ms.metadata, annotations: next } };
 }
