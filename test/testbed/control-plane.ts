@@ -26,6 +26,8 @@ export interface ControlPlane {
   server: string;
   /** Folder with kubectl, kube-apiserver, kube-controller-manager. */
   kubeBin: string;
+  /** Process ids, for benchmarks that account CPU per process. */
+  pids: { etcd: number; apiserver: number };
   kubectl(args: string[], options?: { input?: string; timeoutMs?: number }): Promise<KubectlResult>;
   /** Like kubectl, but throws with stderr on a non-zero exit. */
   kubectlOk(args: string[], options?: { input?: string; timeoutMs?: number }): Promise<string>;
@@ -178,7 +180,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     const { kubectl, kubectlOk } = kubectlFor(kubeBin, kubeconfig);
     // The default namespace and RBAC bootstrap come up just after /readyz.
     await waitFor('namespace default', async () => (await kubectl(['get', 'namespace', 'default'])).code === 0, 30_000);
-    return { dir, kubeconfig, server, kubeBin, kubectl, kubectlOk, stop };
+    const pids = { etcd: etcd.child.pid ?? 0, apiserver: apiserver.child.pid ?? 0 };
+    return { dir, kubeconfig, server, kubeBin, pids, kubectl, kubectlOk, stop };
   } catch (error) {
     await stop();
     throw error;
