@@ -2,7 +2,8 @@
 // scrape never queues behind gRPC traffic.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, Gauge, Registry, collectDefaultMetrics, type Histogram } from 'prom-client';
+import { Counter, Gauge, Registry, type Histogram } from 'prom-client';
+import { collectProcessMetrics } from '../src/process-metrics.ts';
 import type { ErrorReason, Outcome } from './handlers.ts';
 
 // The per-stream and per-message metrics are counted in plain numbers and
@@ -96,7 +97,7 @@ export function createMetrics(): ExtProcMetrics {
   // A registry per server, not prom-client's global one, so several servers
   // can live in one process (the tests start many).
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
   let started = 0;
   let open = 0;
   const outcomeCounts = new Map<string, number>(OUTCOMES.map((outcome) => [outcome, 0]));

@@ -1,4 +1,5 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../src/process-metrics.ts';
 
 export interface WebhookMetrics {
   registry: Registry;
@@ -8,7 +9,7 @@ export interface WebhookMetrics {
 }
 
 export function createWebhookMetrics(registry = new Registry()): WebhookMetrics {
-  collectDefaultMetrics({ register: registry });
+  collectProcessMetrics(registry);
   return {
     registry,
     requests: new Counter({
