@@ -29,9 +29,10 @@ describe('the hasher metrics', () => {
   const value = (text: string, series: string) => Number(text.split('\n').find((line) => line.startsWith(`${series} `))?.split(' ')[1]);
 
   it('counts streams, answers and handling time, and prints the same totals on every scrape', async () => {
-    const metrics = createMetrics();
+    let open = 3;
+    const metrics = createMetrics(() => open);
     for (let i = 0; i < 3; i++) metrics.streamStarted();
-    metrics.streamClosed();
+    open--;
     metrics.answered('headers-answered', 'request_headers', 0.00002);
     metrics.answered('hashed', 'request_body', 0.00004);
     metrics.answered('hashed', 'request_body', 0.00006);

@@ -19,7 +19,6 @@ export interface ExtProcMetrics {
   /** Rare (a stream that ends with a gRPC error): counted through prom-client directly. */
   errors: Counter<'reason'>;
   streamStarted(): void;
-  streamClosed(): void;
   /** Counts an answered message and how long handling it took. */
   answered(outcome: Outcome, message: string, seconds: number): void;
 }
@@ -93,13 +92,13 @@ export class LabeledHistogram {
   }
 }
 
-export function createMetrics(): ExtProcMetrics {
+/** `openStreams` reads the server's count of open streams at scrape time (one count, kept by the server). */
+export function createMetrics(openStreams: () => number): ExtProcMetrics {
   // A registry per server, not prom-client's global one, so several servers
   // can live in one process (the tests start many).
   const registry = new Registry();
   collectProcessMetrics(registry);
   let started = 0;
-  let open = 0;
   const outcomeCounts = new Map<string, number>(OUTCOMES.map((outcome) => [outcome, 0]));
   new Counter({
     name: 'ext_proc_messages_total',
@@ -125,7 +124,7 @@ export function createMetrics(): ExtProcMetrics {
     help: 'ext_proc streams open now',
     registers: [registry],
     collect() {
-      this.set(open);
+      this.set(openStreams());
     },
   });
   const errors = new Counter({
@@ -149,10 +148,6 @@ export function createMetrics(): ExtProcMetrics {
     errors,
     streamStarted() {
       started++;
-      open++;
-    },
-    streamClosed() {
-      open--;
     },
     answered(outcome, message, seconds) {
       outcomeCounts.set(outcome, (outcomeCounts.get(outcome) ?? 0) + 1);

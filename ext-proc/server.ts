@@ -100,7 +100,8 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
   const config: HandlerConfig = { prefixBytes: options.prefixBytes, hash64: await loadXxh64() };
-  const metrics = createMetrics();
+  const live = new Set<LiveStream>();
+  const metrics = createMetrics(() => live.size);
   const method = processMethod();
   const health = healthMethods();
   // Every stream gets the same headers answer: encode it once. Hashed-body
@@ -113,7 +114,6 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
       : answer.promptHash !== undefined
         ? hashedAnswerFrame(answer.promptHash)
         : frameMessage(method.responseSerialize(answer.response));
-  const live = new Set<LiveStream>();
   const sessions = new Set<http2.ServerHttp2Session>();
   const serving = new Map<string, ServingStatus>([
     ['', 'SERVING'],
@@ -168,7 +168,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
     stream.on('close', () => {
       if (!call.ended) log.debug({ peer, phase: entry.phase }, 'ext_proc stream reset by the client');
       call.ended = true;
-      if (live.delete(entry)) metrics.streamClosed();
+      live.delete(entry);
     });
     stream.on('error', (error: Error) => log.debug({ peer, error: error.message }, 'ext_proc stream error'));
   }
