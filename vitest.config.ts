@@ -8,7 +8,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['{src,webhook,ext-proc,reconciler,bin,test}/**/*.test.ts'],
+          include: ['{src,webhook,ext-proc,reconciler,bin,bench,test}/**/*.test.ts'],
           exclude: ['**/*.int.test.ts', 'node_modules/**'],
           testTimeout: 20_000,
         },

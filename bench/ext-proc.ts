@@ -31,7 +31,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { EnvoyStream, bodyMessage, connectExtProc, headersMessage, type ExtProcClient, type HeaderList } from '../ext-proc/envoy-harness.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
-import { cpuSeconds, median, memoryMiB, percentile, sampleSum } from './stats.ts';
+import { alternatingPair, cpuSeconds, median, memoryMiB, percentile, sampleSum } from './stats.ts';
 import { h2load, requireH2load, type H2loadRun } from './h2load.ts';
 import { frameMessage } from '../ext-proc/grpc-wire.ts';
 import { PROCESS_METHOD_PATH, processMethod, type ProcessingResponse } from '../ext-proc/protocol.ts';
@@ -418,9 +418,7 @@ async function interleavedPairs(startHasher: () => Promise<Target>, startBbr: ()
       const saturate = (target: Target) => session(target).saturate(Math.max(5000, Math.round((rates.get(target) as number) * SECONDS)));
       let inFlight: number | undefined;
       for (let pair = 1; pair <= pairs; pair++) {
-        // Alternate which server goes first, so neither always runs after the other.
-        const runs = new Map((pair % 2 === 1 ? [ours, bbr] : [bbr, ours]).map((target) => [target, saturate(target)]));
-        const [o, g] = [runs.get(ours), runs.get(bbr)] as [ReturnType<typeof saturate>, ReturnType<typeof saturate>];
+        const [o, g] = alternatingPair(pair - 1, ours, bbr, saturate);
         const half = o.perSecond / 2;
         // The stream count that reaches half load is found in the first pair and kept.
         const oursHalfLoad = session(ours).halfLoad(half, Math.max(2000, Math.round(half * SECONDS)), inFlight === undefined ? H2LOAD_IN_FLIGHT : [inFlight]);

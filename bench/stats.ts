@@ -15,6 +15,20 @@ export function median(values: number[]): number {
   return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
 }
 
+/**
+ * Runs `run` on `a` and on `b`, `a` first when `pairIndex` (from 0) is even
+ * and `b` first when it is odd, so neither always runs after the other.
+ * Results come back in [a, b] order.
+ */
+export function alternatingPair<T, R>(pairIndex: number, a: T, b: T, run: (target: T) => R): [R, R] {
+  if (pairIndex % 2 === 0) {
+    const first = run(a);
+    return [first, run(b)];
+  }
+  const first = run(b);
+  return [run(a), first];
+}
+
 export function formatRow(cells: (string | number)[]): string {
   return `| ${cells.map((c) => (typeof c === 'number' ? (Number.isInteger(c) ? String(c) : c.toFixed(2)) : c)).join(' | ')} |`;
 }

@@ -22,7 +22,7 @@ import { MODEL_SERVICE_CRD, installCrds } from '../test/testbed/crds.ts';
 import { startProcess, freePort, waitFor } from '../test/testbed/processes.ts';
 import { MUTATING_WEBHOOK_NAME, VALIDATING_WEBHOOK_NAME, builtCli, makeWebhookCertificates, registerWebhooks, unregisterWebhooks, type WebhookRegistrations } from '../test/testbed/webhook.ts';
 import { type GoToolsModule, ensureGoTools } from '../test/testbed/go-tools.ts';
-import { cpuSeconds, formatRow, median, sampleSum } from './stats.ts';
+import { alternatingPair, cpuSeconds, formatRow, median, sampleSum } from './stats.ts';
 import { managerEnv } from './manager-env.ts';
 
 const count = Number(process.argv[process.argv.indexOf('--count') + 1] || 500) || 500;
@@ -97,12 +97,11 @@ async function webhookAlone(dir: string): Promise<void> {
   };
   // taskset execs node, so these pids are the servers' (both have answered by now).
   const [ourPid, nullPid] = [proc.child.pid ?? 0, nullProc.child.pid ?? 0];
-  const pairs: { ours: ReturnType<typeof atGoal>; floor: ReturnType<typeof atGoal> }[] = [];
-  for (let i = 0; i < PAIRS; i++) {
-    const first = i % 2 === 0 ? atGoal(url, ourPid) : atGoal(nullUrl, nullPid);
-    const second = i % 2 === 0 ? atGoal(nullUrl, nullPid) : atGoal(url, ourPid);
-    pairs.push(i % 2 === 0 ? { ours: first, floor: second } : { ours: second, floor: first });
-  }
+  const servers = { ours: { url, pid: ourPid }, floor: { url: nullUrl, pid: nullPid } };
+  const pairs = Array.from({ length: PAIRS }, (_, i) => {
+    const [ours, floor] = alternatingPair(i, servers.ours, servers.floor, (server) => atGoal(server.url, server.pid));
+    return { ours, floor };
+  });
   console.log(`\n### Goal load, 2,000/s (8 connections × 250/s, ${GOAL_SECONDS} s per run): ours and the do-nothing webhook in ${PAIRS} alternating pairs\n`);
   console.log(formatRow(['pair', 'ours ok', 'ours errors', 'ours p50 ms', 'ours p99 ms', 'ours CPU µs/request', 'do-nothing p50 ms', 'do-nothing p99 ms', 'do-nothing CPU µs/request']));
   console.log(formatRow(['---', '---', '---', '---', '---', '---', '---', '---', '---']));
@@ -141,7 +140,7 @@ async function throughApiServer(): Promise<void> {
     const createAll = async (namespace: string, clients: number, webhookPid?: number): Promise<{ seconds: number; cpu: CpuPerCreate }> => {
       await client.create({ apiVersion: 'v1', plural: 'namespaces' }, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } });
       let next = 0;
-      const cpuNow = () => ({ apiserver: cpuSeconds(cp.pids.apiserver), etcd: cpuSeconds(cp.pids.etcd), webhook: webhookPid ? cpuSeconds(webhookPid) : 0, client: process.cpuUsage() });
+      const cpuNow = () => ({ apiserver: cpuSeconds(cp.pids.apiserver), etcd: cpuSeconds(cp.pids.etcd), webhook: webhookPid ? cpuSeconds(webhookPid) : 0, client: cpuSeconds(process.pid) });
       const cpu0 = cpuNow();
       const t0 = performance.now();
       const worker = async () => {
@@ -160,17 +159,8 @@ async function throughApiServer(): Promise<void> {
       await Promise.all(Array.from({ length: clients }, worker));
       const seconds = (performance.now() - t0) / 1000;
       const cpu1 = cpuNow();
-      const clientUsage = process.cpuUsage(cpu0.client);
-      const perCreateMs = (s: number) => (1000 * s) / count;
-      return {
-        seconds,
-        cpu: {
-          apiserver: perCreateMs(cpu1.apiserver - cpu0.apiserver),
-          etcd: perCreateMs(cpu1.etcd - cpu0.etcd),
-          webhook: perCreateMs(cpu1.webhook - cpu0.webhook),
-          client: perCreateMs((clientUsage.user + clientUsage.system) / 1e6),
-        },
-      };
+      const perCreateMs = (part: keyof CpuPerCreate) => (1000 * (cpu1[part] - cpu0[part])) / count;
+      return { seconds, cpu: { apiserver: perCreateMs('apiserver'), etcd: perCreateMs('etcd'), webhook: perCreateMs('webhook'), client: perCreateMs('client') } };
     };
     // Warm the API server's CRD handling first, outside the measurements; then
     // alternate the arms ROUNDS times and take medians, so drift hits all alike.
