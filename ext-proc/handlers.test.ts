@@ -103,6 +103,32 @@ describe('handleMessage', () => {
     expect(setHeaders(result.response)?.[0]?.header).not.toHaveProperty('value');
   });
 
+  it('clears the route cache with every hash it sets, so a weighted_clusters pick is made again from the new header', () => {
+    const result = handleMessage('awaiting-body', body(Buffer.from('{"messages":[]}'), true), config);
+    expect(result).toMatchObject({ ok: true, outcome: 'hashed' });
+    expect(result.ok && result.response.request_body?.response?.clear_route_cache).toBe(true);
+  });
+
+  it.each([
+    { name: 'lower case', headers: [{ key: 'x-prompt-hash', raw_value: Buffer.from('aaaa') }] },
+    { name: 'mixed case', headers: [{ key: 'X-Prompt-Hash', raw_value: Buffer.from('aaaa') }] },
+    { name: 'repeated', headers: [{ key: 'x-prompt-hash', raw_value: Buffer.from('a') }, { key: 'x-prompt-hash', raw_value: Buffer.from('b') }] },
+    { name: 'empty', headers: [{ key: 'x-prompt-hash', raw_value: Buffer.alloc(0) }] },
+  ])('removes a client-sent x-prompt-hash ($name) and clears the route cache the client steered', ({ headers }) => {
+    for (const endOfStream of [false, true]) {
+      const result = handleMessage('awaiting-headers', { request: 'request_headers', request_headers: { headers: { headers: [{ key: ':path', raw_value: Buffer.from('/v1') }, ...headers] }, end_of_stream: endOfStream } }, config);
+      expect(result).toMatchObject({
+        ok: true,
+        response: { request_headers: { response: { status: 'CONTINUE', header_mutation: { remove_headers: ['x-prompt-hash'] }, clear_route_cache: true } } },
+      });
+    }
+  });
+
+  it('leaves the route cache alone when the client sent no x-prompt-hash', () => {
+    const result = handleMessage('awaiting-headers', { request: 'request_headers', request_headers: { headers: { headers: [{ key: 'x-prompt-hashes', raw_value: Buffer.from('a') }] } } }, config);
+    expect(result.ok && result.response.request_headers?.response).not.toHaveProperty('clear_route_cache');
+  });
+
   it.each([
     { name: 'headers with more to come wait for the body', endOfStream: false, next: 'awaiting-body', outcome: 'headers-answered' },
     { name: 'headers with end_of_stream complete a request without a body', endOfStream: true, next: 'request-done', outcome: 'no-body' },

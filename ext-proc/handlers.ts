@@ -68,16 +68,38 @@ export interface HandlerConfig {
 }
 
 /**
- * The answer to every request_headers message: always remove the header,
- * whatever its letter case or count, because a client must not choose its
- * cluster and Envoy hashes every value of a repeated header together. One
- * frozen object for all streams, so the server encodes it once.
+ * The answers to request_headers: always remove the header, whatever its
+ * letter case or count, because a client must not choose its cluster and
+ * Envoy hashes every value of a repeated header together. Envoy resolved the
+ * route (and, with weighted_clusters + use_hash_policy, picked the cluster)
+ * from the headers as the client sent them, before any filter ran: when the
+ * client sent the header, removing it changes that pick only if the answer
+ * also clears the route cache (SPEC §3). Frozen objects, so the server
+ * encodes each once.
  */
 export const HEADERS_ANSWER: ProcessingResponse = Object.freeze({
   request_headers: Object.freeze({
     response: Object.freeze({ status: 'CONTINUE' as const, header_mutation: Object.freeze({ remove_headers: Object.freeze([PROMPT_HASH_HEADER]) as string[] }) }),
   }),
 });
+export const HEADERS_ANSWER_CLEARING_ROUTE: ProcessingResponse = Object.freeze({
+  request_headers: Object.freeze({
+    response: Object.freeze({
+      status: 'CONTINUE' as const,
+      header_mutation: Object.freeze({ remove_headers: Object.freeze([PROMPT_HASH_HEADER]) as string[] }),
+      clear_route_cache: true,
+    }),
+  }),
+});
+
+/** The client sent x-prompt-hash (any letter case, any count). */
+function sentPromptHash(headers: ProcessingRequest['request_headers']): boolean {
+  for (const header of headers?.headers?.headers ?? []) {
+    const key = header.key;
+    if (key !== undefined && key.length === PROMPT_HASH_HEADER.length && key.toLowerCase() === PROMPT_HASH_HEADER) return true;
+  }
+  return false;
+}
 
 export function handleMessage(phase: Phase, request: ProcessingRequest, config: HandlerConfig): Answer | Rejection {
   const kind = request.request;
@@ -87,7 +109,7 @@ export function handleMessage(phase: Phase, request: ProcessingRequest, config: 
       const endOfStream = request.request_headers?.end_of_stream === true;
       return {
         ok: true,
-        response: HEADERS_ANSWER,
+        response: sentPromptHash(request.request_headers) ? HEADERS_ANSWER_CLEARING_ROUTE : HEADERS_ANSWER,
         phase: endOfStream ? 'request-done' : 'awaiting-body',
         outcome: endOfStream ? 'no-body' : 'headers-answered',
       };
@@ -132,10 +154,14 @@ export function handleMessage(phase: Phase, request: ProcessingRequest, config: 
 export const PROMPT_HASH_LENGTH = 16;
 
 /**
- * The answer to a body that was hashed: set x-prompt-hash. raw_value only:
- * Envoy reads raw_value and rejects a HeaderValue with both fields set. Envoy
- * holds the request headers until this answer in BufferedPartial mode, so the
- * router's hash policy sees the header without clearing the route cache.
+ * The answer to a body that was hashed: set x-prompt-hash and clear the
+ * route cache. raw_value only: Envoy reads raw_value and rejects a
+ * HeaderValue with both fields set. Envoy resolved the route before any
+ * filter ran, and with weighted_clusters + use_hash_policy that resolution
+ * already picked the cluster from the headers the client sent; only a
+ * cleared route cache makes the router resolve again with this header
+ * (SPEC §3). On one Maglev cluster the load balancer hashes the live headers
+ * anyway, and the flag costs one route lookup.
  */
 export function hashedBodyAnswer(hash: string): ProcessingResponse {
   return {
@@ -145,6 +171,7 @@ export function hashedBodyAnswer(hash: string): ProcessingResponse {
         header_mutation: {
           set_headers: [{ header: { key: PROMPT_HASH_HEADER, raw_value: Buffer.from(hash, 'latin1') }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' }],
         },
+        clear_route_cache: true,
       },
     },
   };

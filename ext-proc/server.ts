@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { GRPC_CONTENT_TYPE, GrpcStatus, MessageReader, fixedLengthValueFrames, frameMessage, statusName, statusTrailers } from './grpc-wire.ts';
-import { DEFAULT_MAX_MESSAGE_BYTES, HEADERS_ANSWER, PROMPT_HASH_LENGTH, decodeRequest, handleMessage, hashedBodyAnswer, loadXxh64, type Answer, type ErrorReason, type HandlerConfig, type Phase } from './handlers.ts';
+import { DEFAULT_MAX_MESSAGE_BYTES, HEADERS_ANSWER, HEADERS_ANSWER_CLEARING_ROUTE, PROMPT_HASH_LENGTH, decodeRequest, handleMessage, hashedBodyAnswer, loadXxh64, type Answer, type ErrorReason, type HandlerConfig, type Phase } from './handlers.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
 import { EXT_PROC_SERVICE, HEALTH_SERVICE, PROCESS_METHOD_PATH, healthMethods, processMethod, type ServingStatus } from './protocol.ts';
 
@@ -107,11 +107,14 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
   // Every stream gets the same headers answer: encode it once. Hashed-body
   // answers differ only in the hash: encode them once, write the hash in.
   const headersAnswerFrame = frameMessage(method.responseSerialize(HEADERS_ANSWER));
+  const headersClearingFrame = frameMessage(method.responseSerialize(HEADERS_ANSWER_CLEARING_ROUTE));
   const hashedAnswerFrame = fixedLengthValueFrames((hash) => method.responseSerialize(hashedBodyAnswer(hash)), PROMPT_HASH_LENGTH);
   const answerFrame = (answer: Answer): Buffer =>
     answer.response === HEADERS_ANSWER
       ? headersAnswerFrame
-      : answer.promptHash !== undefined
+      : answer.response === HEADERS_ANSWER_CLEARING_ROUTE
+        ? headersClearingFrame
+        : answer.promptHash !== undefined
         ? hashedAnswerFrame(answer.promptHash)
         : frameMessage(method.responseSerialize(answer.response));
   const sessions = new Set<http2.ServerHttp2Session>();
