@@ -51,7 +51,10 @@ export const ETCD_TOOLS: GoToolsModule = {
 
 export const GATEWAY_TOOLS: GoToolsModule = {
   module: 'gateway',
-  binaries: [{ name: 'egctl', pkg: 'github.com/envoyproxy/gateway/cmd/egctl' }],
+  binaries: [
+    { name: 'egctl', pkg: 'github.com/envoyproxy/gateway/cmd/egctl' },
+    { name: 'envoy-gateway', pkg: 'github.com/envoyproxy/gateway/cmd/envoy-gateway' },
+  ],
 };
 
 function log(message: string): void {
@@ -111,7 +114,7 @@ function goBuild(tools: GoToolsModule, binary: GoBinary, outFile: string): Promi
 }
 
 /** A cross-process lock (mkdir is atomic), so two test runs never build into the same folder. */
-async function withLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
   const deadline = Date.now() + 60 * 60_000;
   for (;;) {
     try {
