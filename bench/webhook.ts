@@ -16,7 +16,7 @@ import * as https from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { loadClusterAccess } from '../reconciler/cluster-access.ts';
-import { KubeClient } from '../reconciler/kube.ts';
+import { KubeClient, resourcePath } from '../reconciler/kube.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, installCrds } from '../test/testbed/crds.ts';
 import { startProcess, freePort, waitFor } from '../test/testbed/processes.ts';
@@ -138,7 +138,7 @@ async function throughApiServer(): Promise<void> {
     /** CPU per create, by process, in ms: the machine has 2 cores, so CPU is what a busy API server runs out of. */
     interface CpuPerCreate { apiserver: number; etcd: number; webhook: number; client: number }
     const createAll = async (namespace: string, clients: number, webhookPid?: number): Promise<{ seconds: number; cpu: CpuPerCreate }> => {
-      await client.create({ apiVersion: 'v1', plural: 'namespaces' }, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } });
+      await client.request('POST', resourcePath({ apiVersion: 'v1', plural: 'namespaces' }), { body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } } });
       let next = 0;
       const cpuNow = () => ({ apiserver: cpuSeconds(cp.pids.apiserver), etcd: cpuSeconds(cp.pids.etcd), webhook: webhookPid ? cpuSeconds(webhookPid) : 0, client: cpuSeconds(process.pid) });
       const cpu0 = cpuNow();
@@ -146,14 +146,13 @@ async function throughApiServer(): Promise<void> {
       const worker = async () => {
         while (next < count) {
           const i = next++;
-          await client.create(
-            { apiVersion: 'modelplane.ai/v1alpha1', namespace, plural: 'modelservices' },
-            {
+          await client.request('POST', resourcePath({ apiVersion: 'modelplane.ai/v1alpha1', namespace, plural: 'modelservices' }), {
+            body: {
               apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService',
               metadata: { name: `ms-${i}` },
               spec: { endpoints: [{ weight: 1 }], affinity: i % 2 === 0 ? { type: 'PrefixHash' } : { type: 'Session', sessionHeader: 'X-Session-ID' } },
             },
-          );
+          });
         }
       };
       await Promise.all(Array.from({ length: clients }, worker));

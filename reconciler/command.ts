@@ -8,6 +8,7 @@ import { createLogger } from '../src/logger.ts';
 import { DEFAULT_EXT_PROC_IMAGE } from '../src/render.ts';
 import { exitOnSignal, integerBetween, parseDuration, parsePort } from '../bin/options.ts';
 import { DEFAULT_WORKERS } from './queue.ts';
+import { DEFAULT_WATCH_FAILURE_BOUND_MS, type Readiness, STANDBY, STARTING } from '../src/readiness.ts';
 // The Kubernetes client and the servers load only when their command runs, so
 // each process carries only the code of its own command.
 
@@ -20,6 +21,7 @@ interface ReconcileFlags {
   renewDeadline: number;
   retryPeriod: number;
   workers: number;
+  watchFailureBound: number;
 }
 
 function addReconcileOptions(command: Command): Command {
@@ -31,7 +33,8 @@ function addReconcileOptions(command: Command): Command {
     .option('--lease-duration <duration>', 'how long a lease is valid without renewal', parseDuration, 15_000)
     .option('--renew-deadline <duration>', 'how long the leader retries renewing before it steps down', parseDuration, 10_000)
     .option('--retry-period <duration>', 'interval between acquire/renew attempts', parseDuration, 2_000)
-    .option('--workers <n>', 'concurrent reconciles', integerBetween(1, 64), DEFAULT_WORKERS);
+    .option('--workers <n>', 'concurrent reconciles', integerBetween(1, 64), DEFAULT_WORKERS)
+    .option('--watch-failure-bound <duration>', '/readyz turns not ready when a list or watch has failed for longer than this', parseDuration, DEFAULT_WATCH_FAILURE_BOUND_MS);
 }
 
 function inClusterNamespace(): string | undefined {
@@ -42,27 +45,37 @@ function inClusterNamespace(): string | undefined {
   }
 }
 
-/** Starts the reconciler behind leader election; returns a stop function. */
-export async function runReconciler(flags: ReconcileFlags, logger: Logger, onReady: (ready: boolean) => void = () => undefined): Promise<() => Promise<void>> {
-  const [{ loadClusterAccess }, { Reconciler }, { KubeClient }, { LeaderElector }] = await Promise.all([
+export interface RunningReconciler {
+  stop(): Promise<void>;
+  /** What /readyz says: a standby is ready; the leader (or the only replica) once its informers have synced. */
+  readiness(): Readiness;
+}
+
+/** Starts the reconciler behind leader election. */
+export async function runReconciler(flags: ReconcileFlags, logger: Logger): Promise<RunningReconciler> {
+  const [{ loadClusterAccess }, { Reconciler }, { KubeClient }, { LeaderElector }, { Writer }] = await Promise.all([
     import('./cluster-access.ts'),
     import('./controller.ts'),
     import('./kube.ts'),
     import('./leader.ts'),
+    import('./writer.ts'),
   ]);
   const access = await loadClusterAccess();
   logger.info({ server: access.server.origin, credentials: access.source }, 'connecting to the Kubernetes API');
   const client = new KubeClient(access);
-  const reconciler = new Reconciler(client, { extProcImage: flags.extProcImage, logger, workers: flags.workers });
+  const writer = new Writer(client, { logger });
+  const reconciler = new Reconciler(client, writer, { extProcImage: flags.extProcImage, logger, workers: flags.workers, watchFailureBoundMs: flags.watchFailureBound });
   if (!flags.leaderElect) {
     await reconciler.start();
-    onReady(true);
-    return async () => {
-      await reconciler.stop();
-      client.close();
+    return {
+      readiness: () => reconciler.readiness(),
+      stop: async () => {
+        await reconciler.stop();
+        client.close();
+      },
     };
   }
-  const elector = new LeaderElector(client, {
+  const elector = new LeaderElector(client, writer, {
     namespace: flags.leaderElectionNamespace ?? inClusterNamespace() ?? 'default',
     name: flags.leaderElectionId,
     identity: `${process.env.HOSTNAME ?? hostname()}_${randomBytes(4).toString('hex')}`,
@@ -72,26 +85,36 @@ export async function runReconciler(flags: ReconcileFlags, logger: Logger, onRea
     logger,
   });
   void elector.run(
-    () => void reconciler.start().then(() => onReady(true)),
+    () => void reconciler.start(),
     () => {
       // Another replica may already be writing: stop at once, let Kubernetes restart us.
       process.exit(1);
     },
   );
-  return async () => {
-    await reconciler.stop();
-    await elector.stop();
-    client.close();
+  return {
+    readiness: () => (elector.isLeader() ? reconciler.readiness() : STANDBY),
+    stop: async () => {
+      await reconciler.stop();
+      await elector.stop();
+      client.close();
+    },
   };
 }
 
 export function registerReconcileCommands(program: Command): void {
-  addReconcileOptions(program.command('reconcile').description('Run the reconciler: keep the Envoy Gateway objects of every ModelService in sync')).action(
-    async (flags: ReconcileFlags) => {
+  addReconcileOptions(program.command('reconcile').description('Run the reconciler: keep the Envoy Gateway objects of every ModelService in sync'))
+    .option('--health-port <port>', 'serve /healthz and /readyz over HTTP on this port (none when absent)', parsePort)
+    .option('--health-host <address>', 'address of the health endpoints', '0.0.0.0')
+    .action(async (flags: ReconcileFlags & { healthPort?: number; healthHost: string }) => {
       const logger = createLogger('reconciler');
-      exitOnSignal(await runReconciler(flags, logger));
-    },
-  );
+      const reconciler = await runReconciler(flags, logger);
+      const { startHealthServer } = await import('./health.ts');
+      const health = flags.healthPort === undefined ? undefined : await startHealthServer({ port: flags.healthPort, host: flags.healthHost, readiness: reconciler.readiness, logger });
+      exitOnSignal(async () => {
+        await reconciler.stop();
+        await health?.close();
+      });
+    });
 
   addReconcileOptions(
     program
@@ -102,12 +125,14 @@ export function registerReconcileCommands(program: Command): void {
       .requiredOption('--cert-dir <dir>', 'folder with tls.crt and tls.key (reloaded when they change)'),
   ).action(async (flags: ReconcileFlags & { port: number; host: string; certDir: string }) => {
     const logger = createLogger('manager');
-    // Every replica serves admission; only the leader reconciles. Readiness does not wait for leadership.
+    // Every replica serves admission; only the leader reconciles. A standby is
+    // ready; the leader once its informers have synced and while they keep up.
     const { startWebhookServer } = await import('../webhook/server.ts');
-    const webhook = await startWebhookServer({ port: flags.port, host: flags.host, certDir: flags.certDir, logger });
-    const stopReconciler = await runReconciler(flags, logger);
+    let reconciler: RunningReconciler | undefined;
+    const webhook = await startWebhookServer({ port: flags.port, host: flags.host, certDir: flags.certDir, logger, readiness: () => reconciler?.readiness() ?? STARTING });
+    reconciler = await runReconciler(flags, logger);
     exitOnSignal(async () => {
-      await stopReconciler();
+      await reconciler?.stop();
       await webhook.close();
     });
   });

@@ -1,31 +1,26 @@
-// The reconciler's I/O shell: informers feed a keyed queue; each key is
-// reconciled by rendering the desired objects (src/render.ts, the same function
-// `render` prints), applying them with server-side apply, pruning what this
-// ModelService controls but no longer needs, and reporting AffinityReady.
+// The reconciler's I/O shell: informers feed a keyed queue; for each key the
+// pure plan (plan.ts) decides what to apply, prune and report from the
+// caches, and the writer (writer.ts) does every write. The only read outside
+// the caches is the namesake lookup the plan asks for before a first write.
 import type { Logger } from 'pino';
-import { AFFINITY_READY, type ConditionInput, Reasons, setAffinityReady } from '../src/conditions.ts';
-import { formatFieldError } from '../src/field-errors.ts';
-import {
-  type KubeObject,
-  MODEL_SERVICE_API_VERSION,
-  MODEL_SERVICE_KIND,
-  MODEL_SERVICE_PLURAL,
-  type ModelService,
-} from '../src/model-service.ts';
+import { type KubeObject, MODEL_SERVICE_API_VERSION, MODEL_SERVICE_KIND, MODEL_SERVICE_PLURAL, type ModelService } from '../src/model-service.ts';
 import { CROSSPLANE_COMPOSITE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_SERVICE_LABEL, labelValue } from '../src/naming.ts';
-import { routeShapeWarnings } from '../src/route-shape.ts';
-import { isControlledBy, isUpToDate, objectKey, objectsToPrune } from '../src/ownership.ts';
-import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions, render } from '../src/render.ts';
-import { FIELD_MANAGER, KubeApiError, type KubeClient } from './kube.ts';
+import { AFFINITY_READY } from '../src/conditions.ts';
+import { objectKey } from '../src/ownership.ts';
+import { DEFAULT_WATCH_FAILURE_BOUND_MS, type InformerHealth, type Readiness, STARTING, informerReadiness } from '../src/readiness.ts';
+import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions } from '../src/render.ts';
+import { KubeApiError, type KubeClient } from './kube.ts';
 import { Informer, type InformerOptions, type Watched } from './informer.ts';
+import { type Plan, type PlanCache, plan, writeFailed } from './plan.ts';
 import { DEFAULT_WORKERS, WorkQueue } from './queue.ts';
+import { type Writer, refFor } from './writer.ts';
 
 export interface ReconcilerOptions extends RenderOptions {
   logger: Logger;
   workers?: number;
+  /** /readyz turns not ready when an informer's list or watch has failed for longer than this. */
+  watchFailureBoundMs?: number;
 }
-
-const PLURAL_BY_KIND = new Map<string, string>(GENERATED_KINDS.map((k) => [k.kind, k.plural]));
 
 function withoutManagedFields<T extends Watched>(object: T): T {
   if (object.metadata) delete object.metadata.managedFields;
@@ -44,6 +39,7 @@ function keyOf(namespace: string | undefined, name: string | undefined): string 
 
 export class Reconciler {
   private readonly client: KubeClient;
+  private readonly writer: Writer;
   private readonly options: ReconcilerOptions;
   private readonly logger: Logger;
   private readonly queue = new WorkQueue();
@@ -51,20 +47,24 @@ export class Reconciler {
   private readonly owned = new Map<string, Informer<KubeObject>>();
   /** HTTPRoutes, read only to tell what failover their shape allows (src/route-shape.ts). */
   private routes?: Informer<KubeObject>;
+  /** Per informer: listed yet, and since when its list or watch has been failing (readiness). */
+  private readonly health = new Map<Informer<Watched>, InformerHealth>();
+  private started = false;
   private stopped = false;
-  private synced = false;
   private readonly restartTimers = new Set<NodeJS.Timeout>();
   private workersDone: Promise<void[]> | undefined;
 
-  constructor(client: KubeClient, options: ReconcilerOptions) {
+  constructor(client: KubeClient, writer: Writer, options: ReconcilerOptions) {
     this.client = client;
+    this.writer = writer;
     this.options = options;
     this.logger = options.logger;
   }
 
-  /** True once every informer has listed at least once. */
-  isSynced(): boolean {
-    return this.synced;
+  /** Ready once every informer has listed; not ready while one has been failing longer than the bound. */
+  readiness(now = Date.now()): Readiness {
+    if (!this.started) return STARTING;
+    return informerReadiness([...this.health.values()], now, this.options.watchFailureBoundMs ?? DEFAULT_WATCH_FAILURE_BOUND_MS);
   }
 
   private informer<T extends Watched>(
@@ -75,9 +75,12 @@ export class Reconciler {
   ): Informer<T> {
     // Dropping managedFields keeps them out of memory (as controller-runtime's default transform does).
     const informer = new Informer<T>(this.client, { ref: { apiVersion, plural }, kind, transform: withoutManagedFields, ...options });
+    const health: InformerHealth = { kind, synced: false, failingSince: undefined };
+    this.health.set(informer as unknown as Informer<Watched>, health);
     let failures = 0;
     informer.on('error', (error: unknown) => {
       if (this.stopped) return;
+      health.failingSince ??= Date.now();
       const delay = Math.min(30_000, 500 * 2 ** failures++);
       this.logger.warn({ kind, error: (error as Error)?.message ?? String(error), retryInMs: delay }, 'watch failed; restarting');
       const timer = setTimeout(() => {
@@ -86,7 +89,12 @@ export class Reconciler {
       }, delay);
       this.restartTimers.add(timer);
     });
-    informer.on('connect', () => (failures = 0));
+    informer.on('listed', () => (health.synced = true));
+    informer.on('connect', () => {
+      if (health.failingSince !== undefined) this.logger.info({ kind, downForMs: Date.now() - health.failingSince }, 'watch restored');
+      failures = 0;
+      health.failingSince = undefined;
+    });
     return informer;
   }
 
@@ -129,7 +137,7 @@ export class Reconciler {
       }),
     );
     await Promise.all(starts);
-    this.synced = true;
+    this.started = true;
     const workers = this.options.workers ?? DEFAULT_WORKERS;
     this.workersDone = Promise.all(Array.from({ length: workers }, () => this.worker()));
     this.logger.info({ workers }, 'reconciler started');
@@ -159,138 +167,67 @@ export class Reconciler {
     }
   }
 
-  /** One pass for one ModelService. Throws to be retried with backoff. */
+  /** The caches as the plan sees them, with the namesakes looked up in this pass laid over them. */
+  private planCache(namesakes: ReadonlyMap<string, KubeObject | null>): PlanCache {
+    return {
+      get: (kind, namespace, name) => this.owned.get(kind)?.get(name, namespace) ?? namesakes.get(objectKey({ kind, metadata: { namespace, name } })),
+      controlledBy: (uid) => [...this.owned.values()].flatMap((informer) => informer.byIndex(uid)),
+    };
+  }
+
+  /**
+   * Our caches see only labelled objects, so a namesake someone else made is
+   * looked up before the first write. From the watch cache: this check races
+   * with a namesake created between it and our write anyway, and a create
+   * storm should not cost etcd a read per object.
+   */
+  private async lookUp(object: KubeObject): Promise<KubeObject | null> {
+    try {
+      return await this.client.get<KubeObject>(refFor(object), { fromCache: true });
+    } catch (error) {
+      if (error instanceof KubeApiError && error.status === 404) return null;
+      throw error;
+    }
+  }
+
+  /** One pass for one ModelService: plan, look up what the plan asks for, plan again, write. Throws to be retried with backoff. */
   async reconcile(key: string): Promise<void> {
     const [namespace, name] = key.split('/') as [string, string];
     const ms = this.modelServices?.get(name, namespace);
-    // Deleted: the garbage collector removes what it owned (ownerReferences).
-    if (!ms || ms.metadata.deletionTimestamp || !ms.metadata.uid) return;
-
-    const result = render(ms, this.options);
-    if (result.errors.length > 0) {
-      // Leave existing objects alone: an invalid spec is a user error to fix, not a reason to drop traffic settings.
-      const message = result.errors.map(formatFieldError).join('; ');
-      await this.report(ms, { status: 'False', reason: Reasons.InvalidSpec, message }, 'Warning');
-      return;
-    }
-
-    const applied: string[] = [];
-    const conflicts: string[] = [];
+    const routes = this.routes?.list(namespace) ?? [];
+    const namesakes = new Map<string, KubeObject | null>();
+    let next = plan(ms, this.planCache(namesakes), routes, this.options, new Date());
     let writing: KubeObject | undefined;
     try {
-      for (const object of result.objects) {
+      for (const object of next.lookups) {
         writing = object;
-        const cached = this.owned.get(object.kind)?.get(object.metadata.name ?? '', object.metadata.namespace);
-        if (!(await this.mayWrite(object, cached, ms.metadata.uid))) {
-          conflicts.push(`${object.kind} ${object.metadata.name}`);
-          continue;
-        }
-        if (!isUpToDate(object, cached)) await this.client.apply(this.refFor(object), object);
-        applied.push(`${object.kind} ${object.metadata.name}`);
+        namesakes.set(objectKey(object), await this.lookUp(object));
+      }
+      if (next.lookups.length > 0) next = plan(ms, this.planCache(namesakes), routes, this.options, new Date());
+      if (!ms) return;
+      for (const object of next.apply) {
+        writing = object;
+        await this.writer.apply(key, object);
       }
       writing = undefined;
-      if (conflicts.length > 0) {
-        const message = `${conflicts.join(', ')} already exist and are not controlled by this ModelService; rename or delete them (they are left untouched)`;
-        await this.report(ms, { status: 'False', reason: Reasons.ObjectConflict, message }, 'Warning');
-        return;
+      for (const object of next.prune) {
+        await this.writer.delete(key, object);
+        this.logger.info({ object: objectKey(object) }, 'pruned');
       }
-      const pruned = await this.prune(ms, result.objects);
-      if (pruned.length > 0) await this.event(ms, 'Normal', 'Pruned', `deleted ${pruned.join(', ')} (no longer needed)`);
     } catch (error) {
-      // A 404 on writing an Envoy Gateway kind means the cluster does not serve that kind at all.
-      const missingGateway = error instanceof KubeApiError && error.status === 404 && writing?.apiVersion === ENVOY_GATEWAY_API_VERSION;
-      const input: ConditionInput = missingGateway
-        ? {
-            status: 'False',
-            reason: Reasons.GatewayCRDsMissing,
-            message: `Envoy Gateway's policy kinds are not served by this cluster: install Envoy Gateway >= v1.9.0 (${(error as Error).message})`,
-          }
-        : { status: 'False', reason: Reasons.ApplyFailed, message: (error as Error).message };
-      await this.report(ms, input, 'Warning').catch(() => undefined);
+      await this.report(ms as ModelService, writeFailed(ms as ModelService, writing, error as Error & { status?: number }, ENVOY_GATEWAY_API_VERSION, new Date())).catch(() => undefined);
       throw error;
     }
-
-    const routeWarnings = routeShapeWarnings(ms, this.routes?.list(ms.metadata.namespace) ?? []);
-    const allWarnings = [...result.warnings, ...routeWarnings];
-    const warnings = allWarnings.length > 0 ? `; warnings: ${allWarnings.join('; ')}` : '';
-    const reason = routeWarnings.length > 0 ? Reasons.FailoverLimited : Reasons.Applied;
-    const input: ConditionInput =
-      result.objects.length === 0
-        ? { status: 'True', reason: Reasons.AffinityDisabled, message: `affinity type None: no gateway objects${warnings}` }
-        : { status: 'True', reason, message: `applied ${applied.join(', ')}${warnings}` };
-    await this.report(ms, input, allWarnings.length > 0 ? 'Warning' : 'Normal');
+    await this.report(ms, next);
   }
 
-  /** Only objects we control, or that do not exist yet, are written: a namesake of someone else's is left alone. */
-  private async mayWrite(object: KubeObject, cached: KubeObject | undefined, ownerUid: string): Promise<boolean> {
-    if (cached) return isControlledBy(cached, ownerUid);
-    try {
-      // Our caches see only labelled objects, so a namesake someone else made is looked up
-      // before the first write. From the watch cache: this check races with a namesake created
-      // between it and our write anyway, and a create storm should not cost etcd a read per object.
-      const live = await this.client.get<KubeObject>(this.refFor(object), { fromCache: true });
-      return isControlledBy(live, ownerUid);
-    } catch (error) {
-      if (error instanceof KubeApiError && error.status === 404) return true;
-      throw error;
+  /** Writes AffinityReady (when it changed) and the plan's Events. */
+  private async report(ms: ModelService, outcome: Pick<Plan, 'condition' | 'events'>): Promise<void> {
+    const { condition } = outcome;
+    if (condition) await this.writer.status(ms, condition);
+    for (const event of outcome.events) await this.writer.event(ms, event);
+    if (condition) {
+      this.logger.info({ modelService: keyOf(ms.metadata.namespace, ms.metadata.name), condition: AFFINITY_READY, status: condition.status, reason: condition.reason }, condition.message);
     }
-  }
-
-  private refFor(object: KubeObject) {
-    const plural = PLURAL_BY_KIND.get(object.kind);
-    if (!plural) throw new Error(`no resource for kind ${object.kind}`);
-    return { apiVersion: object.apiVersion, plural, namespace: object.metadata.namespace, name: object.metadata.name };
-  }
-
-  private async prune(ms: ModelService, desired: KubeObject[]): Promise<string[]> {
-    const live = [...this.owned.values()].flatMap((informer) => informer.byIndex(ms.metadata.uid ?? ''));
-    const pruned: string[] = [];
-    for (const object of objectsToPrune(live, desired, ms.metadata.uid ?? '')) {
-      try {
-        await this.client.delete(this.refFor(object), object.metadata.uid ?? '');
-      } catch (error) {
-        // Already gone (or replaced): nothing of ours to delete.
-        if (!(error instanceof KubeApiError && (error.status === 404 || error.status === 409))) throw error;
-      }
-      pruned.push(`${object.kind} ${object.metadata.name}`);
-      this.logger.info({ object: objectKey(object) }, 'pruned');
-    }
-    return pruned;
-  }
-
-  /** Writes AffinityReady (only on change) and an Event on each change. */
-  private async report(ms: ModelService, input: ConditionInput, eventType: 'Normal' | 'Warning'): Promise<void> {
-    const condition = setAffinityReady(ms.status?.conditions, { ...input, observedGeneration: ms.metadata.generation ?? 0 }, new Date());
-    if (!condition) return;
-    await this.client.apply(
-      { apiVersion: MODEL_SERVICE_API_VERSION, plural: MODEL_SERVICE_PLURAL, namespace: ms.metadata.namespace, name: ms.metadata.name, subresource: 'status' },
-      { apiVersion: MODEL_SERVICE_API_VERSION, kind: MODEL_SERVICE_KIND, metadata: { name: ms.metadata.name, namespace: ms.metadata.namespace }, status: { conditions: [condition] } },
-    );
-    await this.event(ms, eventType, input.reason, input.message);
-    this.logger.info({ modelService: keyOf(ms.metadata.namespace, ms.metadata.name), condition: AFFINITY_READY, status: input.status, reason: input.reason }, input.message);
-  }
-
-  private async event(ms: ModelService, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
-    const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
-    await this.client
-      .create(
-        { apiVersion: 'v1', plural: 'events', namespace: ms.metadata.namespace },
-        {
-          apiVersion: 'v1',
-          kind: 'Event',
-          metadata: { generateName: `${ms.metadata.name}.`, namespace: ms.metadata.namespace },
-          involvedObject: { apiVersion: MODEL_SERVICE_API_VERSION, kind: MODEL_SERVICE_KIND, name: ms.metadata.name, namespace: ms.metadata.namespace, uid: ms.metadata.uid },
-          type,
-          reason,
-          message: message.slice(0, 1024),
-          source: { component: FIELD_MANAGER },
-          reportingComponent: FIELD_MANAGER,
-          reportingInstance: process.env.HOSTNAME ?? FIELD_MANAGER,
-          firstTimestamp: now,
-          lastTimestamp: now,
-          count: 1,
-        },
-      )
-      .catch((error: Error) => this.logger.warn({ error: error.message }, 'could not record event'));
   }
 }

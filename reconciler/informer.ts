@@ -1,8 +1,10 @@
 // A list-then-watch cache of one resource, the reflector + store pattern of
 // client-go: list once, then follow a watch from the list's resourceVersion,
 // with bookmarks; an expired resourceVersion (410) lists again. Handlers see
-// add / update / delete, like client-go's informers; 'error' means the watch
-// is down and start() must be called again (the controller does, with backoff).
+// add / update / delete, like client-go's informers; 'listed' after each
+// list (the first one: synced), 'connect' when a watch is accepted, 'error'
+// when the list or watch is down and start() must be called again (the
+// controller does, with backoff).
 import type { KubeObject } from '../src/model-service.ts';
 import { KubeApiError, type KubeClient, type ResourceRef, type WatchEvent } from './kube.ts';
 
@@ -10,7 +12,7 @@ import { KubeApiError, type KubeClient, type ResourceRef, type WatchEvent } from
 export type Watched = Pick<KubeObject, 'apiVersion' | 'kind' | 'metadata'>;
 
 export type ObjectHandler<T> = (object: T) => void;
-type Events<T> = { add: ObjectHandler<T>; update: ObjectHandler<T>; delete: ObjectHandler<T>; connect: () => void; error: (error: Error) => void };
+type Events<T> = { add: ObjectHandler<T>; update: ObjectHandler<T>; delete: ObjectHandler<T>; listed: () => void; connect: () => void; error: (error: Error) => void };
 
 export interface InformerOptions<T> {
   ref: Pick<ResourceRef, 'apiVersion' | 'plural'>;
@@ -61,7 +63,7 @@ export class Informer<T extends Watched> {
   private readonly cache = new Map<string, T>();
   /** indexBy value → cache keys. */
   private readonly index = new Map<string, Set<string>>();
-  private readonly handlers: { [E in keyof Events<T>]: Events<T>[E][] } = { add: [], update: [], delete: [], connect: [], error: [] };
+  private readonly handlers: { [E in keyof Events<T>]: Events<T>[E][] } = { add: [], update: [], delete: [], listed: [], connect: [], error: [] };
   private abort: AbortController | undefined;
   private resourceVersion = '';
 
@@ -117,6 +119,7 @@ export class Informer<T extends Watched> {
     const items = result.items.map((item) => this.transform({ ...item, apiVersion, kind: this.options.kind }));
     for (const change of diffList(this.cache, items)) this.apply(change);
     this.resourceVersion = result.metadata.resourceVersion ?? '';
+    for (const handler of this.handlers.listed) handler();
   }
 
   private async watchLoop(signal: AbortSignal): Promise<void> {

@@ -1,21 +1,31 @@
-// A thin REST client over the Kubernetes API: server-side apply (also on the
-// status subresource), get, list, watch, delete and Event creation.
-// Credentials come from cluster-access.ts (kubeconfig or in-cluster).
+// A thin REST client over the Kubernetes API: requests, get, list and watch.
+// It decides nothing and writes nothing on its own: every write of the
+// reconciler goes through writer.ts. Credentials come from cluster-access.ts
+// (kubeconfig or in-cluster).
 import { Agent, type RequestOptions, request } from 'node:https';
 import type { IncomingMessage } from 'node:http';
-import type { KubeObject } from '../src/model-service.ts';
 import type { ClusterAccess } from './cluster-access.ts';
-
-export const FIELD_MANAGER = 'modelplane-affinity';
 
 export class KubeApiError extends Error {
   readonly status: number;
   readonly reason: string;
-  constructor(status: number, reason: string, message: string) {
+  /** The server's Retry-After, in milliseconds (429 Too Many Requests, 503, some 5xx). */
+  readonly retryAfterMs: number | undefined;
+  constructor(status: number, reason: string, message: string, retryAfterMs?: number) {
     super(message);
     this.status = status;
     this.reason = reason;
+    this.retryAfterMs = retryAfterMs;
   }
+}
+
+/** Retry-After in seconds (what the API server sends) or as an HTTP date, in milliseconds from `now`. */
+export function parseRetryAfter(value: string | string[] | undefined, now = Date.now()): number | undefined {
+  const text = Array.isArray(value) ? value[0] : value;
+  if (text === undefined || text.trim() === '') return undefined;
+  if (/^\d+$/.test(text.trim())) return Number(text.trim()) * 1000;
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 export interface ResourceRef {
@@ -46,14 +56,14 @@ export interface WatchOptions {
   onOpen?: () => void;
 }
 
-function errorFromBody(method: string, url: URL, status: number, text: string): KubeApiError {
+function errorFromBody(method: string, url: URL, status: number, text: string, retryAfter?: string | string[]): KubeApiError {
   let parsed: { reason?: string; message?: string } = {};
   try {
     parsed = JSON.parse(text) as typeof parsed;
   } catch {
     // not a Status: the text is the message
   }
-  return new KubeApiError(status, parsed.reason ?? 'Unknown', `${method} ${url.pathname}: ${status} ${parsed.message ?? text}`);
+  return new KubeApiError(status, parsed.reason ?? 'Unknown', `${method} ${url.pathname}: ${status} ${parsed.message ?? text}`, parseRetryAfter(retryAfter));
 }
 
 function readAll(res: IncomingMessage): Promise<string> {
@@ -106,7 +116,7 @@ export class KubeClient {
       const req = request(opts, (res) => {
         readAll(res).then((text) => {
           const status = res.statusCode ?? 0;
-          if (status < 200 || status >= 300) return reject(errorFromBody(method, url, status, text));
+          if (status < 200 || status >= 300) return reject(errorFromBody(method, url, status, text, res.headers['retry-after']));
           try {
             resolve((text === '' ? {} : JSON.parse(text)) as T);
           } catch (error) {
@@ -146,7 +156,7 @@ export class KubeClient {
       };
       const req = request(opts, (res) => {
         if (res.statusCode !== 200) {
-          readAll(res).then((text) => fail(errorFromBody('GET', url, res.statusCode ?? 0, text)), fail);
+          readAll(res).then((text) => fail(errorFromBody('GET', url, res.statusCode ?? 0, text, res.headers['retry-after'])), fail);
           return;
         }
         options.onOpen?.();
@@ -171,15 +181,6 @@ export class KubeClient {
     });
   }
 
-  /** Server-side apply with our field manager; `force` takes back fields someone else changed (drift repair). */
-  apply<T>(ref: ResourceRef, object: unknown): Promise<T> {
-    return this.request<T>('PATCH', resourcePath(ref), {
-      body: object,
-      contentType: 'application/apply-patch+yaml',
-      query: { fieldManager: FIELD_MANAGER, force: 'true' },
-    });
-  }
-
   /**
    * `fromCache`: served from the API server's watch cache (resourceVersion=0),
    * which may be milliseconds behind etcd but spares etcd a quorum read.
@@ -190,17 +191,6 @@ export class KubeClient {
 
   list<T>(ref: ResourceRef, labelSelector?: string): Promise<{ items: T[]; metadata: { resourceVersion?: string } }> {
     return this.request('GET', resourcePath(ref), labelSelector ? { query: { labelSelector } } : {});
-  }
-
-  /** Deletes only the object with this uid (a precondition), so a namesake created meanwhile is never touched. */
-  async delete(ref: ResourceRef, uid: string): Promise<void> {
-    await this.request('DELETE', resourcePath(ref), {
-      body: { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { uid }, propagationPolicy: 'Background' },
-    });
-  }
-
-  create<T>(ref: ResourceRef, object: KubeObject | Record<string, unknown>): Promise<T> {
-    return this.request<T>('POST', resourcePath(ref), { body: object, query: { fieldManager: FIELD_MANAGER } });
   }
 
   close(): void {

@@ -1,9 +1,12 @@
 // Leader election on a coordination.k8s.io/v1 Lease, so that of several
-// replicas exactly one writes. Optimistic concurrency (resourceVersion) makes
-// acquisition safe; a leader that cannot renew within renewDeadline steps down
-// (the caller stops writing and exits, as controller-runtime does).
+// replicas exactly one writes. The decision is lease.ts's (pure), the write
+// the writer's; this loop only reads, decides and times. A leader that cannot
+// renew within renewDeadline steps down (the caller stops writing and exits,
+// as controller-runtime does).
 import type { Logger } from 'pino';
-import { KubeApiError, type KubeClient, resourcePath } from './kube.ts';
+import { KubeApiError, type KubeClient } from './kube.ts';
+import { type Lease, type LeaseIdentity, nextLease, releasedLease } from './lease.ts';
+import type { Writer } from './writer.ts';
 
 export interface LeaderElectionOptions {
   namespace: string;
@@ -15,62 +18,38 @@ export interface LeaderElectionOptions {
   logger: Logger;
 }
 
-interface Lease {
-  apiVersion: 'coordination.k8s.io/v1';
-  kind: 'Lease';
-  metadata: { name: string; namespace: string; resourceVersion?: string };
-  spec: { holderIdentity?: string; leaseDurationSeconds?: number; acquireTime?: string; renewTime?: string; leaseTransitions?: number };
-}
-
-const microTime = (d: Date) => d.toISOString().replace('Z', '000Z');
-
 export class LeaderElector {
   private readonly client: KubeClient;
+  private readonly writer: Writer;
   private readonly options: LeaderElectionOptions;
+  private readonly identity: LeaseIdentity;
   private stopped = false;
   private leading = false;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(client: KubeClient, options: LeaderElectionOptions) {
+  constructor(client: KubeClient, writer: Writer, options: LeaderElectionOptions) {
     this.client = client;
+    this.writer = writer;
     this.options = options;
+    this.identity = { holder: options.identity, namespace: options.namespace, name: options.name, leaseDurationMs: options.leaseDurationMs };
   }
 
-  private ref(name?: string) {
-    return { apiVersion: 'coordination.k8s.io/v1', plural: 'leases', namespace: this.options.namespace, ...(name ? { name } : {}) };
+  private async read(): Promise<Lease | undefined> {
+    const ref = { apiVersion: 'coordination.k8s.io/v1', plural: 'leases', namespace: this.options.namespace, name: this.options.name };
+    try {
+      return await this.client.get<Lease>(ref);
+    } catch (error) {
+      if (error instanceof KubeApiError && error.status === 404) return undefined;
+      throw error;
+    }
   }
 
   /** One attempt to acquire or renew; true when we hold the lease afterwards. */
   private async tryAcquireOrRenew(): Promise<boolean> {
-    const now = new Date();
-    const { identity, leaseDurationMs, name, namespace } = this.options;
-    const spec = { holderIdentity: identity, leaseDurationSeconds: Math.ceil(leaseDurationMs / 1000), renewTime: microTime(now) };
-    let lease: Lease;
-    try {
-      lease = await this.client.get<Lease>(this.ref(name));
-    } catch (error) {
-      if (!(error instanceof KubeApiError && error.status === 404)) throw error;
-      await this.client.create(this.ref(), {
-        apiVersion: 'coordination.k8s.io/v1',
-        kind: 'Lease',
-        metadata: { name, namespace },
-        spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 },
-      });
-      return true;
-    }
-    const holder = lease.spec.holderIdentity ?? '';
-    const renewed = lease.spec.renewTime ? Date.parse(lease.spec.renewTime) : 0;
-    const duration = (lease.spec.leaseDurationSeconds ?? 0) * 1000;
-    const expired = holder === '' || renewed + duration < now.getTime();
-    if (holder !== identity && !expired) return false;
-    const transitions = (lease.spec.leaseTransitions ?? 0) + (holder === identity ? 0 : 1);
-    // PUT with the resourceVersion we read: a concurrent writer makes this fail with 409.
-    await this.client.request('PUT', resourcePath(this.ref(name)), {
-      body: {
-        ...lease,
-        spec: { ...lease.spec, ...spec, acquireTime: holder === identity ? lease.spec.acquireTime : microTime(now), leaseTransitions: transitions },
-      },
-    });
+    const decision = nextLease(await this.read(), this.identity, new Date());
+    if (decision.action === 'wait') return false;
+    // One throttled retry at most: the loop itself retries every retryPeriod, within the renew deadline.
+    await this.writer.lease(decision.lease, decision.action, 2);
     return true;
   }
 
@@ -108,6 +87,7 @@ export class LeaderElector {
     this.timer = setTimeout(() => void renew(), retryPeriodMs);
   }
 
+  /** Whether this replica holds the lease (readiness asks the reconciler's informers only of the leader). */
   isLeader(): boolean {
     return this.leading;
   }
@@ -119,12 +99,9 @@ export class LeaderElector {
     if (!this.leading) return;
     this.leading = false;
     try {
-      const lease = await this.client.get<Lease>(this.ref(this.options.name));
-      if (lease.spec.holderIdentity === this.options.identity) {
-        await this.client.request('PUT', resourcePath(this.ref(this.options.name)), {
-          body: { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1 } },
-        });
-      }
+      const lease = await this.read();
+      const released = lease && releasedLease(lease, this.identity);
+      if (released) await this.writer.lease(released, 'update', 1);
     } catch (error) {
       this.options.logger.warn({ error: (error as Error).message }, 'could not release the lease');
     }

@@ -3,6 +3,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import { type AdmissionMode, parseAdmissionReview, review, skipReason } from '../src/admission.ts';
+import { type Readiness, readinessBody } from '../src/readiness.ts';
 import type { WebhookMetrics } from './metrics.ts';
 
 /** The API server sends at most ~3 MiB per object; anything larger is not an AdmissionReview we want. */
@@ -11,11 +12,11 @@ export const MAX_BODY_BYTES = 4 * 1024 * 1024;
 export interface WebhookAppOptions {
   logger: Logger;
   metrics: WebhookMetrics;
-  /** Extra readiness checks (e.g. the reconciler's informers in `manager`). */
-  isReady?: () => boolean;
+  /** Readiness beyond serving (the reconciler's informers in `manager`); the webhook alone is ready once it listens. */
+  readiness?: () => Readiness;
 }
 
-export function createWebhookApp({ logger, metrics, isReady = () => true }: WebhookAppOptions): express.Express {
+export function createWebhookApp({ logger, metrics, readiness }: WebhookAppOptions): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -47,8 +48,9 @@ export function createWebhookApp({ logger, metrics, isReady = () => true }: Webh
   app.post('/validate', express.json({ limit: MAX_BODY_BYTES }), admissionHandler('validate'));
   app.get('/healthz', (_req, res) => void res.type('text/plain').send('ok'));
   app.get('/readyz', (_req, res) => {
-    if (isReady()) res.type('text/plain').send('ok');
-    else res.status(503).type('text/plain').send('not ready');
+    if (!readiness) return void res.type('text/plain').send('ok');
+    const r = readiness();
+    res.status(r.ready ? 200 : 503).type('text/plain').send(readinessBody(r));
   });
   app.get('/metrics', async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());

@@ -3,6 +3,7 @@
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import type { Readiness } from '../src/readiness.ts';
 import { createWebhookApp } from './app.ts';
 import { readCertificatePair, watchCertificates } from './certificates.ts';
 import { createWebhookMetrics, type WebhookMetrics } from './metrics.ts';
@@ -13,7 +14,7 @@ export interface WebhookServerOptions {
   certDir: string;
   logger: Logger;
   metrics?: WebhookMetrics;
-  isReady?: () => boolean;
+  readiness?: () => Readiness;
 }
 
 export interface RunningWebhook {
@@ -25,7 +26,7 @@ export interface RunningWebhook {
 export async function startWebhookServer(options: WebhookServerOptions): Promise<RunningWebhook> {
   const { logger, certDir } = options;
   const metrics = options.metrics ?? createWebhookMetrics();
-  const app = createWebhookApp({ logger, metrics, ...(options.isReady ? { isReady: options.isReady } : {}) });
+  const app = createWebhookApp({ logger, metrics, ...(options.readiness ? { readiness: options.readiness } : {}) });
   const pair = await readCertificatePair(certDir);
   const server = createServer({ ...pair, minVersion: 'TLSv1.2' }, app);
   // The API server keeps connections open between admissions; keep them longer than its idle timeout.
