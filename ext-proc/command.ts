@@ -1,22 +1,28 @@
 // `modelplane-affinity ext-proc`: the command that runs the prefix hasher.
 import { setFlagsFromString } from 'node:v8';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { integerBetween, parsePort } from '../bin/options.ts';
-import { PREFIX_BYTES_MAX, PREFIX_BYTES_MIN } from '../src/affinity.ts';
+import { PREFIX_BYTES_MAX, PREFIX_BYTES_MIN, PREFIX_KEY_DEFAULT } from '../src/affinity.ts';
+import { PREFIX_KEYS, type PrefixKey } from '../src/model-service.ts';
 
 export function registerExtProcCommand(program: Command): Command {
   return program
     .command('ext-proc')
-    .description('run the ext_proc prefix hasher: sets x-prompt-hash to XXH64 of the first N body bytes')
+    .description('run the ext_proc prefix hasher: sets x-prompt-hash to XXH64 of the conversation\'s opening (or of the first N body bytes)')
     .requiredOption('--port <port>', 'gRPC port (plaintext HTTP/2)', parsePort, 9002)
     .requiredOption(
       '--prefix-bytes <n>',
-      `bytes of the request body hashed (${PREFIX_BYTES_MIN}..${PREFIX_BYTES_MAX})`,
+      `bytes hashed, of the first user message or of the body (${PREFIX_BYTES_MIN}..${PREFIX_BYTES_MAX})`,
       integerBetween(PREFIX_BYTES_MIN, PREFIX_BYTES_MAX),
+    )
+    .addOption(
+      new Option('--prefix-key <key>', 'Conversation: the opening of the conversation read from the JSON request; Body: the raw body bytes')
+        .choices(PREFIX_KEYS)
+        .default(PREFIX_KEY_DEFAULT),
     )
     .option('--metrics-port <port>', 'Prometheus /metrics port', parsePort, 9090)
     .option('--host <address>', 'address to listen on', '0.0.0.0')
-    .action(async (options: { port: number; prefixBytes: number; metricsPort: number; host: string }) => {
+    .action(async (options: { port: number; prefixBytes: number; prefixKey: PrefixKey; metricsPort: number; host: string }) => {
       // Streams die young, but under load V8's allocation-site pretenuring
       // sees stream objects survive a scavenge and starts allocating them in
       // the old generation, where only mark-compacts free them: 4x the bytes

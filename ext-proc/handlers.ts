@@ -3,6 +3,8 @@
 // with a gRPC error) out. The stream loop lives in server.ts.
 import xxhash from 'xxhash-wasm';
 import { PROMPT_HASH_HEADER } from '../src/affinity.ts';
+import type { PrefixKey } from '../src/model-service.ts';
+import { conversationKey } from './conversation-key.ts';
 import { GrpcStatus } from './grpc-wire.ts';
 import type { ProcessingRequest, ProcessingResponse, RequestKind } from './protocol.ts';
 
@@ -23,10 +25,23 @@ export async function loadXxh64(): Promise<Hash64> {
   return (bytes) => h64Raw(bytes, 0n);
 }
 
-/** XXH64 (seed 0) of the first min(prefixBytes, length) bytes, as 16 lowercase hex digits. */
-export function promptHash(body: Uint8Array, prefixBytes: number, hash64: Hash64): string {
-  const prefix = body.length > prefixBytes ? body.subarray(0, prefixBytes) : body;
-  return hash64(prefix).toString(16).padStart(16, '0');
+/**
+ * The bytes hashed for a body (SPEC §4): for Body, its first
+ * min(prefixBytes, length) bytes; for Conversation, the canonical opening of
+ * the conversation, or the Body key when the body is not JSON of a known
+ * shape. A Conversation key is a view that the next call overwrites.
+ */
+export function promptKey(body: Uint8Array, prefixBytes: number, prefixKey: PrefixKey): Uint8Array {
+  if (prefixKey === 'Conversation') {
+    const key = conversationKey(body, prefixBytes);
+    if (key !== undefined) return key;
+  }
+  return body.length > prefixBytes ? body.subarray(0, prefixBytes) : body;
+}
+
+/** XXH64 (seed 0) of the body's key (promptKey; Body when not given), as 16 lowercase hex digits. */
+export function promptHash(body: Uint8Array, prefixBytes: number, hash64: Hash64, prefixKey: PrefixKey = 'Body'): string {
+  return hash64(promptKey(body, prefixBytes, prefixKey)).toString(16).padStart(16, '0');
 }
 
 /**
@@ -64,6 +79,8 @@ export interface Rejection {
 
 export interface HandlerConfig {
   prefixBytes: number;
+  /** What the first prefixBytes bytes are taken from; Body when absent. */
+  prefixKey?: PrefixKey;
   hash64: Hash64;
 }
 
@@ -126,7 +143,9 @@ export function handleMessage(phase: Phase, request: ProcessingRequest, config: 
       if (body === undefined || body.length === 0) {
         return { ok: true, response: continueBody(), phase: next, outcome: 'no-body' };
       }
-      const hash = promptHash(body, config.prefixBytes, config.hash64);
+      // Only this message: in BufferedPartial mode a longer body is cut here
+      // (end_of_stream false), and the key must come from the cut alone.
+      const hash = promptHash(body, config.prefixBytes, config.hash64, config.prefixKey);
       return { ok: true, response: hashedBodyAnswer(hash), phase: next, outcome: 'hashed', promptHash: hash };
     }
     case 'request_trailers':

@@ -270,7 +270,7 @@ describe('health and draining', () => {
 describe('the ext-proc command under SIGTERM', () => {
   it('answers every stream it started while draining under load, then exits 0', async () => {
     // The real command line, as the generated Deployment runs it.
-    const child = spawn(process.execPath, ['bin/modelplane-affinity.ts', 'ext-proc', '--port', '0', '--metrics-port', '0', '--host', '127.0.0.1', '--prefix-bytes', String(N)], {
+    const child = spawn(process.execPath, ['bin/modelplane-affinity.ts', 'ext-proc', '--port', '0', '--metrics-port', '0', '--host', '127.0.0.1', '--prefix-bytes', String(N), '--prefix-key', 'Body'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const lines = createInterface({ input: child.stdout });

@@ -10,12 +10,15 @@ import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { GRPC_CONTENT_TYPE, GrpcStatus, MessageReader, fixedLengthValueFrames, frameMessage, statusName, statusTrailers } from './grpc-wire.ts';
 import { DEFAULT_MAX_MESSAGE_BYTES, HEADERS_ANSWER, HEADERS_ANSWER_CLEARING_ROUTE, PROMPT_HASH_LENGTH, decodeRequest, handleMessage, hashedBodyAnswer, loadXxh64, type Answer, type ErrorReason, type HandlerConfig, type Phase } from './handlers.ts';
+import type { PrefixKey } from '../src/model-service.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
 import { EXT_PROC_SERVICE, HEALTH_SERVICE, PROCESS_METHOD_PATH, healthMethods, processMethod, type ServingStatus } from './protocol.ts';
 
 export interface ExtProcOptions {
   port: number;
   prefixBytes: number;
+  /** What the key is taken from (SPEC §4). Body when absent; the ext-proc command defaults to Conversation. */
+  prefixKey?: PrefixKey | undefined;
   /** Address to listen on; default 0.0.0.0. */
   host?: string | undefined;
   /** Port of the Prometheus /metrics endpoint; none is served when absent. */
@@ -99,7 +102,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
   const log = options.logger ?? pino({ name: 'modelplane-affinity', base: { component: 'ext-proc' } });
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
-  const config: HandlerConfig = { prefixBytes: options.prefixBytes, hash64: await loadXxh64() };
+  const config: HandlerConfig = { prefixBytes: options.prefixBytes, prefixKey: options.prefixKey ?? 'Body', hash64: await loadXxh64() };
   const live = new Set<LiveStream>();
   const metrics = createMetrics(() => live.size);
   const method = processMethod();
@@ -255,7 +258,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
       throw error;
     }
   }
-  log.info({ port, metricsPort: metricsServer?.port, prefixBytes: options.prefixBytes, maxMessageBytes }, 'ext_proc prefix hasher serving');
+  log.info({ port, metricsPort: metricsServer?.port, prefixBytes: options.prefixBytes, prefixKey: config.prefixKey, maxMessageBytes }, 'ext_proc prefix hasher serving');
 
   let drained: Promise<void> | undefined;
   function drain(): Promise<void> {

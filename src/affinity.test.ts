@@ -21,20 +21,35 @@ describe('applyDefaults', () => {
     { name: 'an absent affinity stays absent', affinity: undefined, expected: undefined },
     { name: 'an empty affinity becomes type None and nothing else', affinity: {}, expected: { type: 'None' } },
     {
-      name: 'PrefixHash gets prefixBytes 1024 and fallback NextEndpoint',
+      name: 'PrefixHash gets prefixBytes 1024, prefixKey Conversation and fallback NextEndpoint',
       affinity: { type: 'PrefixHash' },
-      expected: { type: 'PrefixHash', prefixBytes: 1024, fallback: 'NextEndpoint' },
+      expected: { type: 'PrefixHash', prefixBytes: 1024, prefixKey: 'Conversation', fallback: 'NextEndpoint' },
     },
     {
-      name: 'Session gets fallback NextEndpoint but no prefixBytes',
+      name: 'a PrefixHash object written before prefixKey existed is read as Conversation',
+      affinity: { type: 'PrefixHash', prefixBytes: 1024, fallback: 'NextEndpoint' },
+      expected: { type: 'PrefixHash', prefixBytes: 1024, prefixKey: 'Conversation', fallback: 'NextEndpoint' },
+    },
+    {
+      name: 'prefixKey Body is kept',
+      affinity: { type: 'PrefixHash', prefixKey: 'Body' },
+      expected: { type: 'PrefixHash', prefixBytes: 1024, prefixKey: 'Body', fallback: 'NextEndpoint' },
+    },
+    {
+      name: 'an invalid prefixKey is left for validation to judge',
+      affinity: { type: 'PrefixHash', prefixKey: 'body' },
+      expected: { type: 'PrefixHash', prefixBytes: 1024, prefixKey: 'body', fallback: 'NextEndpoint' },
+    },
+    {
+      name: 'Session gets fallback NextEndpoint but no prefixBytes or prefixKey',
       affinity: { type: 'Session', sessionHeader: 'X-Session-ID' },
       expected: { type: 'Session', sessionHeader: 'X-Session-ID', fallback: 'NextEndpoint' },
     },
     { name: 'None gets no fallback', affinity: { type: 'None' }, expected: { type: 'None' } },
     {
       name: 'explicit values are kept',
-      affinity: { type: 'PrefixHash', prefixBytes: 4096, fallback: 'None' },
-      expected: { type: 'PrefixHash', prefixBytes: 4096, fallback: 'None' },
+      affinity: { type: 'PrefixHash', prefixBytes: 4096, prefixKey: 'Body', fallback: 'None' },
+      expected: { type: 'PrefixHash', prefixBytes: 4096, prefixKey: 'Body', fallback: 'None' },
     },
     { name: 'an unknown type gets no defaults', affinity: { type: 'prefixhash' }, expected: { type: 'prefixhash' } },
   ];
@@ -111,6 +126,16 @@ describe('validate', () => {
       expected: ['spec.affinity.fallback: Unsupported value: "Next": supported values: "NextEndpoint", "None"'],
     },
     {
+      name: 'a prefixKey in the wrong case',
+      affinity: { type: 'PrefixHash', prefixKey: 'conversation' },
+      expected: ['spec.affinity.prefixKey: Unsupported value: "conversation": supported values: "Conversation", "Body"'],
+    },
+    {
+      name: 'a prefixKey that is not a string',
+      affinity: { type: 'PrefixHash', prefixKey: 1 },
+      expected: ['spec.affinity.prefixKey: Unsupported value: 1: supported values: "Conversation", "Body"'],
+    },
+    {
       name: 'a type in the wrong case',
       affinity: { type: 'prefixhash' },
       expected: ['spec.affinity.type: Unsupported value: "prefixhash": supported values: "PrefixHash", "Session", "None"'],
@@ -119,7 +144,7 @@ describe('validate', () => {
       name: 'an unknown field',
       affinity: { type: 'None', weight: 3 },
       expected: [
-        'spec.affinity.weight: Forbidden: unknown field; supported fields are "type", "prefixBytes", "sessionHeader", "fallback"',
+        'spec.affinity.weight: Forbidden: unknown field; supported fields are "type", "prefixBytes", "prefixKey", "sessionHeader", "fallback"',
       ],
     },
     {
@@ -160,7 +185,7 @@ describe('validate', () => {
       affinity: { type: 'Session', fallback: 'none', extra: true },
       expected: [
         'spec.affinity.fallback: Unsupported value: "none": supported values: "NextEndpoint", "None"',
-        'spec.affinity.extra: Forbidden: unknown field; supported fields are "type", "prefixBytes", "sessionHeader", "fallback"',
+        'spec.affinity.extra: Forbidden: unknown field; supported fields are "type", "prefixBytes", "prefixKey", "sessionHeader", "fallback"',
         'spec.affinity.sessionHeader: Required value: required when type is Session',
       ],
     },
@@ -190,10 +215,16 @@ describe('validate', () => {
       expected: ['spec.affinity.prefixBytes is ignored when type is Session'],
     },
     {
+      name: 'prefixKey with Session',
+      affinity: { type: 'Session', sessionHeader: 'x-s', prefixKey: 'Body' },
+      expected: ['spec.affinity.prefixKey is ignored when type is Session'],
+    },
+    {
       name: 'every field with None',
-      affinity: { type: 'None', prefixBytes: 100, sessionHeader: 'x', fallback: 'None' },
+      affinity: { type: 'None', prefixBytes: 100, prefixKey: 'Conversation', sessionHeader: 'x', fallback: 'None' },
       expected: [
         'spec.affinity.prefixBytes is ignored when type is None',
+        'spec.affinity.prefixKey is ignored when type is None',
         'spec.affinity.sessionHeader is ignored when type is None',
         'spec.affinity.fallback is ignored when type is None',
       ],
@@ -220,6 +251,12 @@ describe('dropStaleTypeFields', () => {
       name: 'drops the defaulted prefixBytes when PrefixHash becomes Session',
       old: { type: 'PrefixHash', prefixBytes: 1024, fallback: 'NextEndpoint' },
       updated: { type: 'Session', sessionHeader: 'x-s', prefixBytes: 1024, fallback: 'NextEndpoint' },
+      expected: { type: 'Session', sessionHeader: 'x-s', fallback: 'NextEndpoint' },
+    },
+    {
+      name: 'drops the defaulted prefixKey when PrefixHash becomes Session',
+      old: { type: 'PrefixHash', prefixBytes: 1024, prefixKey: 'Conversation', fallback: 'NextEndpoint' },
+      updated: { type: 'Session', sessionHeader: 'x-s', prefixBytes: 1024, prefixKey: 'Conversation', fallback: 'NextEndpoint' },
       expected: { type: 'Session', sessionHeader: 'x-s', fallback: 'NextEndpoint' },
     },
     {

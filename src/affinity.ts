@@ -15,6 +15,8 @@ import {
   type AffinityType,
   FALLBACKS,
   type ModelService,
+  PREFIX_KEYS,
+  type PrefixKey,
 } from './model-service.ts';
 
 /** Fewer bytes than this only cover the JSON envelope and put every request on one cluster. */
@@ -22,13 +24,15 @@ export const PREFIX_BYTES_MIN = 64;
 /** Envoy Gateway's default connection buffer (32 KiB): BufferedPartial never sends more. */
 export const PREFIX_BYTES_MAX = 32768;
 export const PREFIX_BYTES_DEFAULT = 1024;
+/** Also what a PrefixHash object written before prefixKey existed gets: its keys move once on upgrade. */
+export const PREFIX_KEY_DEFAULT: PrefixKey = 'Conversation';
 export const SESSION_HEADER_MAX = 256;
 export const FALLBACK_DEFAULT = 'NextEndpoint';
 /** The header the ext_proc hasher writes and the gateway hashes in PrefixHash mode. */
 export const PROMPT_HASH_HEADER = 'x-prompt-hash';
 
 const AFFINITY_PATH = 'spec.affinity';
-const AFFINITY_FIELDS = ['type', 'prefixBytes', 'sessionHeader', 'fallback'] as const;
+const AFFINITY_FIELDS = ['type', 'prefixBytes', 'prefixKey', 'sessionHeader', 'fallback'] as const;
 
 /** Headers a proxy consumes or rewrites before routing, so hashing them cannot pin a conversation. */
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade'];
@@ -39,6 +43,7 @@ const HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const affinityShape = z.strictObject({
   type: z.enum(AFFINITY_TYPES).optional(),
   prefixBytes: z.number().optional(),
+  prefixKey: z.enum(PREFIX_KEYS).optional(),
   sessionHeader: z.string().optional(),
   fallback: z.enum(FALLBACKS).optional(),
 });
@@ -51,7 +56,7 @@ export function affinityType(ms: ModelService): AffinityType {
 
 /**
  * Returns the ModelService with SPEC §1 defaults written: `type: None` when
- * `affinity` has no type, `prefixBytes` only for PrefixHash, `fallback` only
+ * `affinity` has no type, `prefixBytes` and `prefixKey` only for PrefixHash, `fallback` only
  * when the type is not None. Fields that are present (even invalid ones) are
  * left for validation to judge; an unknown type gets no defaults.
  *
@@ -66,6 +71,7 @@ export function applyDefaults(ms: ModelService): ModelService {
   const type = affinity.type === undefined ? 'None' : affinity.type;
   const defaulted: Record<string, unknown> = { ...affinity, type };
   if (type === 'PrefixHash' && affinity.prefixBytes === undefined) defaulted.prefixBytes = PREFIX_BYTES_DEFAULT;
+  if (type === 'PrefixHash' && affinity.prefixKey === undefined) defaulted.prefixKey = PREFIX_KEY_DEFAULT;
   if ((type === 'PrefixHash' || type === 'Session') && affinity.fallback === undefined) defaulted.fallback = FALLBACK_DEFAULT;
   return withAffinity(ms, defaulted);
 }
@@ -182,7 +188,7 @@ export function validateSessionHeader(value: string | undefined, path: string): 
 
 /** Fields set but unused by the chosen type are accepted with a warning. */
 const FIELDS_USED_BY: Record<AffinityType, readonly string[]> = {
-  PrefixHash: ['type', 'prefixBytes', 'fallback'],
+  PrefixHash: ['type', 'prefixBytes', 'prefixKey', 'fallback'],
   Session: ['type', 'sessionHeader', 'fallback'],
   None: ['type'],
 };

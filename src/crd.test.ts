@@ -3,8 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { PREFIX_BYTES_DEFAULT, PREFIX_BYTES_MAX, PREFIX_BYTES_MIN, SESSION_HEADER_MAX } from './affinity.ts';
-import { AFFINITY_TYPES, FALLBACKS } from './model-service.ts';
+import { PREFIX_BYTES_DEFAULT, PREFIX_BYTES_MAX, PREFIX_BYTES_MIN, PREFIX_KEY_DEFAULT, SESSION_HEADER_MAX } from './affinity.ts';
+import { AFFINITY_TYPES, FALLBACKS, PREFIX_KEYS } from './model-service.ts';
 
 const crd = parse(readFileSync(new URL('../manifests/crd/modelservices.modelplane.ai.yaml', import.meta.url), 'utf8'));
 const affinity = crd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.affinity;
@@ -14,6 +14,10 @@ describe('ModelService CRD', () => {
     expect(affinity.properties.prefixBytes.description).toContain(`${PREFIX_BYTES_MIN}..${PREFIX_BYTES_MAX}`);
     expect(affinity.properties.prefixBytes.description).toContain(`default ${PREFIX_BYTES_DEFAULT}`);
   });
+  it('lists the prefixKey values as an enum and documents them with the default', () => {
+    expect(affinity.properties.prefixKey.enum).toEqual([...PREFIX_KEYS]);
+    expect(affinity.properties.prefixKey.description).toContain(`One of ${PREFIX_KEYS.join(', ')} (default ${PREFIX_KEY_DEFAULT})`);
+  });
   it('documents every affinity type and fallback', () => {
     expect(affinity.properties.type.description).toContain(`One of ${AFFINITY_TYPES.join(', ')}`);
     expect(affinity.properties.fallback.description).toContain(`One of ${FALLBACKS.join(', ')}`);
@@ -22,7 +26,7 @@ describe('ModelService CRD', () => {
     expect(affinity.properties.sessionHeader.description).toContain(`1..${SESSION_HEADER_MAX} characters`);
   });
   it('types every affinity field and keeps unknown affinity fields out (no preserve-unknown-fields)', () => {
-    expect(Object.keys(affinity.properties).sort()).toEqual(['fallback', 'prefixBytes', 'sessionHeader', 'type']);
+    expect(Object.keys(affinity.properties).sort()).toEqual(['fallback', 'prefixBytes', 'prefixKey', 'sessionHeader', 'type']);
     expect(affinity['x-kubernetes-preserve-unknown-fields']).toBeUndefined();
   });
   it('has a status subresource, the short name ms and an Affinity printer column', () => {

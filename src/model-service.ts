@@ -11,10 +11,14 @@ export const AFFINITY_TYPES = ['PrefixHash', 'Session', 'None'] as const;
 export type AffinityType = (typeof AFFINITY_TYPES)[number];
 export const FALLBACKS = ['NextEndpoint', 'None'] as const;
 export type Fallback = (typeof FALLBACKS)[number];
+/** What PrefixHash takes its first prefixBytes bytes from (SPEC §4): the conversation's opening, or the raw body. */
+export const PREFIX_KEYS = ['Conversation', 'Body'] as const;
+export type PrefixKey = (typeof PREFIX_KEYS)[number];
 
 export interface Affinity {
   type?: AffinityType;
   prefixBytes?: number;
+  prefixKey?: PrefixKey;
   sessionHeader?: string;
   fallback?: Fallback;
 }

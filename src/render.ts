@@ -201,7 +201,7 @@ export const EXT_PROC_ENV: readonly { name: string; value: string }[] = [
 ];
 
 function extProcDeployment(ms: ModelService, { name, selector }: Hasher, options: RenderOptions): KubeObject {
-  const prefixBytes = ms.spec?.affinity?.prefixBytes;
+  const { prefixBytes, prefixKey } = ms.spec?.affinity ?? {};
   const grpcProbe = { grpc: { port: EXT_PROC_PORT } };
   return {
     apiVersion: 'apps/v1',
@@ -223,7 +223,7 @@ function extProcDeployment(ms: ModelService, { name, selector }: Hasher, options
             {
               name: 'ext-proc',
               image: options.extProcImage,
-              args: ['ext-proc', '--port', String(EXT_PROC_PORT), '--prefix-bytes', String(prefixBytes), '--metrics-port', String(EXT_PROC_METRICS_PORT)],
+              args: ['ext-proc', '--port', String(EXT_PROC_PORT), '--prefix-bytes', String(prefixBytes), '--prefix-key', String(prefixKey), '--metrics-port', String(EXT_PROC_METRICS_PORT)],
               env: EXT_PROC_ENV.map((e) => ({ ...e })),
               ports: [
                 { name: 'grpc', containerPort: EXT_PROC_PORT, protocol: 'TCP' },
