@@ -4,6 +4,7 @@ import { Option, type Command } from 'commander';
 import { integerBetween, parsePort } from '../bin/options.ts';
 import { PREFIX_BYTES_MAX, PREFIX_BYTES_MIN, PREFIX_KEY_DEFAULT } from '../src/affinity.ts';
 import { PREFIX_KEYS, type PrefixKey } from '../src/model-service.ts';
+import { createLogger } from '../src/logger.ts';
 
 export function registerExtProcCommand(program: Command): Command {
   return program
@@ -32,6 +33,6 @@ export function registerExtProcCommand(program: Command): Command {
       setFlagsFromString('--no-allocation-site-pretenuring');
       // Loaded only when this command runs: other commands need neither gRPC nor the Envoy protos.
       const { runExtProc } = await import('./server.ts');
-      await runExtProc(options);
+      await runExtProc({ ...options, logger: createLogger('ext-proc') });
     });
 }
