@@ -3,7 +3,6 @@
 import { readFileSync } from 'node:fs';
 import { type Command, Option } from 'commander';
 import { parseAllDocuments, stringify } from 'yaml';
-import { mutateModelService } from '../src/admission.ts';
 import { formatInvalidObject } from '../src/field-errors.ts';
 import { MODEL_SERVICE_GROUP, MODEL_SERVICE_KIND, type ModelService, isModelService } from '../src/model-service.ts';
 import { DEFAULT_EXT_PROC_IMAGE, MANIFEST_YAML_OPTIONS, render } from '../src/render.ts';
@@ -38,7 +37,7 @@ export function renderDocuments(text: string, extProcImage: string): RenderOutpu
       errors.push(formatInvalidObject(`${MODEL_SERVICE_KIND}.${MODEL_SERVICE_GROUP}`, ms.metadata?.name ?? '', result.errors));
       continue;
     }
-    out.push(mutateModelService(ms), ...result.objects);
+    out.push(result.modelService, ...result.objects);
   }
   return { yaml: out.map((o) => `---\n${stringify(o, MANIFEST_YAML_OPTIONS)}`).join(''), warnings, errors };
 }

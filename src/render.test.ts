@@ -1,9 +1,11 @@
-// Golden files: testdata/render/<case>.in.yaml → <case>.out.yaml.
-// Regenerate with `UPDATE_GOLDEN=1 npx vitest run src/render.test.ts` and review the diff.
+// Golden files: testdata/render/<case>.in.yaml → <case>.out.yaml. A missing
+// or different golden fails; regenerate with
+// `UPDATE_GOLDEN=1 npx vitest run src/render.test.ts` and review the diff.
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
+import { renderDocuments } from '../bin/render-command.ts';
 import { formatFieldError } from './field-errors.ts';
 import type { ModelService } from './model-service.ts';
 import { GENERATED_RESOURCES, MANIFEST_YAML_OPTIONS, desiredObjects, render, routeSelectors } from './render.ts';
@@ -16,8 +18,12 @@ describe('render golden files', () => {
   it('has cases', () => expect(cases.length).toBeGreaterThanOrEqual(6));
 
   it.each(cases)('%s', (name) => {
-    const input = parse(readFileSync(join(DIR, `${name}.in.yaml`), 'utf8'), { strict: true }) as ModelService;
+    const text = readFileSync(join(DIR, `${name}.in.yaml`), 'utf8');
+    const input = parse(text, { strict: true }) as ModelService;
     const result = render(input, { extProcImage: IMAGE });
+    // One defaulted ModelService: `render -f` prints exactly the one in the golden (valid cases; an invalid one prints nothing).
+    const printed = renderDocuments(text, IMAGE).yaml.split('---\n').filter(Boolean).map((d) => parse(d) as unknown);
+    if (result.errors.length === 0) expect(printed).toEqual([result.modelService, ...result.objects]);
     const output = stringify(
       { warnings: result.warnings, errors: result.errors.map(formatFieldError), modelService: result.modelService, objects: result.objects },
       MANIFEST_YAML_OPTIONS,
@@ -25,7 +31,9 @@ describe('render golden files', () => {
     // Objects share label maps in memory; printed manifests must spell them out.
     expect(output).not.toMatch(/[&*]a\d+\b/);
     const goldenFile = join(DIR, `${name}.out.yaml`);
-    if (process.env.UPDATE_GOLDEN === '1' || !existsSync(goldenFile)) writeFileSync(goldenFile, output);
+    if (process.env.UPDATE_GOLDEN) writeFileSync(goldenFile, output);
+    // A missing golden is a failure, not a pass that writes one: a new case must be reviewed like a changed one.
+    if (!existsSync(goldenFile)) expect.fail(`${goldenFile} is missing: run UPDATE_GOLDEN=1 npx vitest run src/render.test.ts and review it`);
     expect(output).toBe(readFileSync(goldenFile, 'utf8'));
   });
 });

@@ -1,6 +1,7 @@
 // ModelService in, Envoy Gateway objects out (SPEC §3). Pure: the reconciler
 // applies exactly this list, and `modelplane-affinity render` prints it.
-import { type ValidationResult, PROMPT_HASH_HEADER, affinityType, applyDefaults, validate } from './affinity.ts';
+import { type ValidationResult, PROMPT_HASH_HEADER, affinityType, validate } from './affinity.ts';
+import { mutateModelService } from './admission.ts';
 import type { FieldError } from './field-errors.ts';
 import {
   type KubeObject,
@@ -276,7 +277,7 @@ export function desiredObjects(ms: ModelService, options: RenderOptions): KubeOb
 }
 
 export interface RenderResult {
-  /** The ModelService with defaults applied. */
+  /** The defaulted ModelService as the mutating webhook stores it (defaults and annotations): what `render` prints. */
   modelService: ModelService;
   objects: KubeObject[];
   warnings: string[];
@@ -285,7 +286,7 @@ export interface RenderResult {
 
 /** Defaults, validates, and renders: the one path from a ModelService to gateway objects. */
 export function render(ms: ModelService, options: RenderOptions): RenderResult {
-  const modelService = applyDefaults(ms);
+  const modelService = mutateModelService(ms);
   const { errors, warnings }: ValidationResult = validate(modelService);
   return { modelService, objects: errors.length === 0 ? desiredObjects(modelService, options) : [], warnings, errors };
 }
