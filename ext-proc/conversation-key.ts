@@ -17,8 +17,10 @@
 //   0x1e, text length (u32 big-endian), text, role length (u8), role
 // where text is the message's text parts concatenated (a string and an array
 // of text parts are the same text), a non-text part is 0x1f type 0x1f, and a
-// Responses item without a role has `#type` as its role. The key is a 3-byte
-// tag, then the system record, the instructions record, then the messages'.
+// Responses item without a role has `#type` as its role; `system` and
+// `instructions` are records with the role `system`, as a Chat system
+// message is. The key is a 3-byte tag, then the system record, the
+// instructions record, then the messages'.
 // The tag starts with a NUL byte, which no JSON body does, so a Conversation
 // key never equals a Body key of a JSON request.
 import { ByteWriter, Read, Tok, type JsonCursor } from './json-cursor.ts';
@@ -69,7 +71,9 @@ export function conversationKey(body: Uint8Array, prefixBytes: number): Uint8Arr
 
 /** Which field holds the messages: the first of them present wins. */
 const Main = { none: 0, messages: 1, input: 2, prompt: 3 } as const;
-const ROLE = { user: latin1('user'), prompt: latin1('prompt'), system: latin1('system'), instructions: latin1('instructions') };
+// Responses `instructions` and Anthropic `system` are what a Chat system
+// message is: the same record, so the same instructions key alike in every API.
+const ROLE = { user: latin1('user'), prompt: latin1('prompt'), system: latin1('system'), instructions: latin1('system') };
 
 function latin1(text: string): Uint8Array {
   return Uint8Array.from(text, (ch) => ch.charCodeAt(0));

@@ -228,6 +228,25 @@ describe('the ext-proc command', () => {
     expect(() => program.parse(['ext-proc'], { from: 'user' })).toThrow(/--prefix-bytes/);
     expect(command.opts()).toMatchObject({ port: 9002, metricsPort: 9090 });
   });
+
+  it.each([
+    { args: [], prefixKey: 'Conversation' },
+    { args: ['--prefix-key', 'Body'], prefixKey: 'Body' },
+    { args: ['--prefix-key', 'Conversation'], prefixKey: 'Conversation' },
+  ])('takes --prefix-key $args (default Conversation)', ({ args, prefixKey }) => {
+    const program = new Command().exitOverride().configureOutput({ writeErr: () => {} });
+    const command = registerExtProcCommand(program).exitOverride().configureOutput({ writeErr: () => {} }).action(() => {});
+    program.parse(['ext-proc', '--prefix-bytes', '1024', ...args], { from: 'user' });
+    expect(command.opts()).toMatchObject({ prefixKey });
+  });
+
+  it('refuses a --prefix-key that is not Conversation or Body, naming both', () => {
+    let err = '';
+    const program = new Command().exitOverride().configureOutput({ writeErr: (text) => void (err += text) });
+    registerExtProcCommand(program).exitOverride().configureOutput({ writeErr: (text) => void (err += text) }).action(() => {});
+    expect(() => program.parse(['ext-proc', '--prefix-bytes', '1024', '--prefix-key', 'body'], { from: 'user' })).toThrow();
+    expect(err).toMatch(/Allowed choices are Conversation, Body/);
+  });
 });
 
 describe('the hashed-body answer, encoded once with the hash written in (server.ts)', () => {
