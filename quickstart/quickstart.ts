@@ -90,7 +90,7 @@ try {
     return true;
   }, 20_000, () => hasher.tail());
   console.log(`    POST /v1/chat/completions (${body.length} bytes), client sent x-prompt-hash: client-chosen`);
-  console.log(`    after the hasher: x-prompt-hash: ${headerValues(played?.headers ?? [], 'x-prompt-hash').join(', ')}  (XXH64 of the first min(1024, ${body.length}) body bytes)`);
+  console.log(`    after the hasher: x-prompt-hash: ${headerValues(played?.headers ?? [], 'x-prompt-hash').join(', ')}  (XXH64 of the conversation's opening: the system prompt and the first 1024 bytes of the first user message)`);
   client.close();
 } catch (error) {
   failed = true;

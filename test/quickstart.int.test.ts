@@ -21,7 +21,7 @@ it('the quickstart runs end to end and shows every step', async () => {
     'hashes header: x-prompt-hash',
     'hashes header: X-Session-ID',
     'request body BUFFERED_PARTIAL, fail open: true',
-    'after the hasher: x-prompt-hash: 0ed70615663e9a9a',
+    'after the hasher: x-prompt-hash: 2d3936b6776207ef',
     'everything started here has been stopped and removed',
   ]) {
     expect(stdout).toContain(text);
