@@ -17,6 +17,8 @@ import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, gatewayCrdFiles, installCrds } from '../test/testbed/crds.ts';
 import { startProcess } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
+import { generatedObjects } from '../test/testbed/generated.ts';
+import { modelServiceFleet } from '../test/fixtures/model-service.ts';
 import { cpuSeconds, formatRow, memoryMiB, samples } from './stats.ts';
 import { managerEnv } from './manager-env.ts';
 
@@ -24,18 +26,7 @@ const count = Number(process.argv[process.argv.indexOf('--count') + 1] || 1000) 
 const IMAGE = 'ghcr.io/modelplane/modelplane-affinity:bench';
 const KINDS = GENERATED_RESOURCES.join(',');
 
-function modelServices(namespace: string): ModelService[] {
-  return Array.from({ length: count }, (_, i) => ({
-    apiVersion: 'modelplane.ai/v1alpha1',
-    kind: 'ModelService',
-    metadata: { name: `ms-${i}`, namespace },
-    spec: {
-      endpoints: [{ weight: 1 }, { weight: 1 }],
-      // 40% PrefixHash (5 objects each), 40% Session (1 object), 20% None (0 objects).
-      affinity: i % 5 < 2 ? { type: 'PrefixHash' } : i % 5 < 4 ? { type: 'Session', sessionHeader: 'X-Session-ID' } : { type: 'None' },
-    },
-  }));
-}
+const modelServices = (namespace: string): ModelService[] => modelServiceFleet(count, namespace);
 
 console.log(`# Reconciler benchmark — ${new Date().toISOString()}, Node ${process.version}, ${count} ModelServices`);
 const cp = await startControlPlane();
@@ -52,10 +43,7 @@ try {
   };
   const subtractCounts = (after: Map<string, number>, before: Map<string, number>) =>
     new Map([...after].map(([k, n]) => [k, n - (before.get(k) ?? 0)] as const).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]));
-  const countObjects = async (namespace: string) =>
-    (await cp.kubectlOk(['get', KINDS, '-n', namespace, '-l', 'app.kubernetes.io/managed-by=modelplane-affinity', '-o', 'name'], { timeoutMs: 120_000 }))
-      .split('\n')
-      .filter(Boolean).length;
+  const countObjects = async (namespace: string) => (await generatedObjects(cp, namespace)).length;
 
   // Baseline: the same generated objects created directly by kubectl (server-side apply, one process).
   await cp.kubectlOk(['create', 'namespace', 'direct']);

@@ -4,12 +4,14 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import type { KubeObject, ModelService } from '../src/model-service.ts';
+import type { KubeObject } from '../src/model-service.ts';
 import { GENERATED_KINDS, GENERATED_RESOURCES, render } from '../src/render.ts';
 import { renderDocuments } from '../bin/render-command.ts';
 import { type ManagedProcess, startProcess, waitFor } from './testbed/processes.ts';
 import { type Testbed, createNamespace, testbed } from './testbed/testbed.ts';
 import { CLI } from './testbed/webhook.ts';
+import { generatedObjects } from './testbed/generated.ts';
+import { modelService as fixture } from './fixtures/model-service.ts';
 
 const IMAGE = 'registry.example/modelplane-affinity:test';
 let tb: Testbed;
@@ -27,9 +29,7 @@ function startReconciler(id: string): ManagedProcess {
   return proc;
 }
 
-function modelService(name: string, affinity: unknown): Record<string, unknown> {
-  return { apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name, namespace: ns }, spec: { endpoints: [{ weight: 1 }, { weight: 1 }], affinity } };
-}
+const modelService = (name: string, affinity: Record<string, unknown>) => fixture(name, affinity, { namespace: ns });
 
 async function getJson<T = KubeObject>(resource: string, name: string): Promise<T | undefined> {
   const r = await tb.kubectl(['get', resource, name, '-n', ns, '-o', 'json']);
@@ -43,8 +43,7 @@ async function eventually(what: string, check: () => Promise<boolean>, timeoutMs
 const RESOURCE: Record<string, string> = Object.fromEntries(GENERATED_KINDS.map((k, i) => [k.kind, GENERATED_RESOURCES[i] as string]));
 
 async function ownedNames(msName: string): Promise<string[]> {
-  const out = await tb.kubectlOk(['get', Object.values(RESOURCE).join(','), '-n', ns, '-l', `affinity.modelplane.ai/model-service=${msName}`, '-o', 'json']);
-  return (JSON.parse(out) as { items: KubeObject[] }).items.map((o) => `${o.kind}/${o.metadata.name}`).sort();
+  return (await generatedObjects(tb, ns, msName)).map((o) => `${o.kind}/${o.metadata.name}`).sort();
 }
 
 beforeAll(async () => {
@@ -71,7 +70,7 @@ describe('reconciler', () => {
     ]);
     // What `render` prints is what the reconciler applied (one function): every rendered field is live.
     const live = await getJson<{ metadata: { uid: string } }>('modelservice', 'kimi');
-    const source = modelService('kimi', { type: 'PrefixHash', prefixBytes: 2048 }) as unknown as ModelService;
+    const source = modelService('kimi', { type: 'PrefixHash', prefixBytes: 2048 });
     const rendered = render({ ...source, metadata: { name: 'kimi', namespace: ns, uid: live?.metadata.uid as string } }, { extProcImage: IMAGE });
     for (const object of rendered.objects) {
       const current = await getJson(RESOURCE[object.kind] as string, object.metadata.name as string);

@@ -31,10 +31,16 @@ export interface ControlPlane {
   kubectl(args: string[], options?: { input?: string; timeoutMs?: number }): Promise<KubectlResult>;
   /** Like kubectl, but throws with stderr on a non-zero exit. */
   kubectlOk(args: string[], options?: { input?: string; timeoutMs?: number }): Promise<string>;
+  /** Stops kube-apiserver (SIGTERM) and leaves etcd running: an API server outage. */
+  stopApiServer(): Promise<void>;
+  /** Starts kube-apiserver again with the same flags on the same port, and waits for its /readyz. */
+  startApiServer(): Promise<void>;
   stop(): Promise<void>;
 }
 
 export interface ControlPlaneOptions {
+  /** Extra kube-apiserver flags, e.g. `--max-requests-inflight=5` to make it answer 429. */
+  apiServerFlags?: string[];
   /** Also run kube-controller-manager (garbage collector, namespace deletion). */
   controllerManager?: boolean;
   /** Keep the scratch folder after stop (for debugging). */
@@ -140,25 +146,37 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     await waitFor('etcd', async () => (await fetch(`${etcdUrl}/health`)).ok, 30_000, () => etcd.tail());
 
     const server = `https://127.0.0.1:${apiPort}`;
-    const apiserver = startProcess(
-      join(kubeBin, 'kube-apiserver'),
-      [
-        `--etcd-servers=${etcdUrl}`,
-        `--secure-port=${apiPort}`, '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1',
-        `--tls-cert-file=${serving.certFile}`, `--tls-private-key-file=${serving.keyFile}`,
-        `--client-ca-file=${ca.certFile}`,
-        '--service-cluster-ip-range=10.0.0.0/16', '--allow-privileged=true',
-        '--authorization-mode=RBAC', '--disable-admission-plugins=ServiceAccount',
-        `--service-account-issuer=${server}/`, `--service-account-key-file=${sa.pubFile}`,
-        `--service-account-signing-key-file=${sa.keyFile}`,
-        `--cert-dir=${pki}`,
-        '--v=1',
-      ],
-      join(dir, 'kube-apiserver.log'),
-    );
-    processes.push(apiserver);
+    const apiServerArgs = [
+      `--etcd-servers=${etcdUrl}`,
+      `--secure-port=${apiPort}`, '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1',
+      `--tls-cert-file=${serving.certFile}`, `--tls-private-key-file=${serving.keyFile}`,
+      `--client-ca-file=${ca.certFile}`,
+      '--service-cluster-ip-range=10.0.0.0/16', '--allow-privileged=true',
+      '--authorization-mode=RBAC', '--disable-admission-plugins=ServiceAccount',
+      `--service-account-issuer=${server}/`, `--service-account-key-file=${sa.pubFile}`,
+      `--service-account-signing-key-file=${sa.keyFile}`,
+      `--cert-dir=${pki}`,
+      '--v=1',
+      ...(options.apiServerFlags ?? []),
+    ];
     const adminTls = tlsOptions(ca, admin);
-    await waitFor('kube-apiserver /readyz', () => httpsOk(`${server}/readyz`, adminTls), 90_000, () => apiserver.tail());
+    let apiserver: ManagedProcess | undefined;
+    const startApiServer = async () => {
+      const started = startProcess(join(kubeBin, 'kube-apiserver'), apiServerArgs, join(dir, 'kube-apiserver.log'));
+      apiserver = started;
+      processes.push(started);
+      pids.apiserver = started.child.pid ?? 0;
+      await waitFor('kube-apiserver /readyz', () => httpsOk(`${server}/readyz`, adminTls), 90_000, () => started.tail());
+    };
+    const stopApiServer = async () => {
+      const running = apiserver;
+      if (!running) return;
+      apiserver = undefined;
+      processes.splice(processes.indexOf(running), 1);
+      await running.stop();
+    };
+    const pids = { etcd: etcd.child.pid ?? 0, apiserver: 0 };
+    await startApiServer();
 
     const kubeconfig = join(dir, 'kubeconfig');
     writeKubeconfig(kubeconfig, server, ca, admin);
@@ -180,8 +198,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     const { kubectl, kubectlOk } = kubectlFor(kubeBin, kubeconfig);
     // The default namespace and RBAC bootstrap come up just after /readyz.
     await waitFor('namespace default', async () => (await kubectl(['get', 'namespace', 'default'])).code === 0, 30_000);
-    const pids = { etcd: etcd.child.pid ?? 0, apiserver: apiserver.child.pid ?? 0 };
-    return { dir, kubeconfig, server, kubeBin, pids, kubectl, kubectlOk, stop };
+    return { dir, kubeconfig, server, kubeBin, pids, kubectl, kubectlOk, stopApiServer, startApiServer, stop };
   } catch (error) {
     await stop();
     throw error;

@@ -1,9 +1,11 @@
 // Runs our real webhook (the CLI, as a child process) for the test control
-// plane and registers it with url + caBundle, as SPEC §2 and issue 3 describe.
+// plane and registers it with the shipped webhook configurations, clientConfig
+// swapped for url + caBundle, as SPEC §2 and issue 3 describe.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
 import type { Kubectl } from './control-plane.ts';
 import { REPO_ROOT } from './go-tools.ts';
 import { type CertificateFiles, makeCa, makeLeaf } from './pki.ts';
@@ -72,35 +74,36 @@ export async function startWebhookProcess(
 
 export type WebhookRegistrations = 'mutating and validating' | 'mutating only';
 
+/** The webhook configurations we ship (manifests/webhook/manifests.yaml), as the install applies them. */
+export const SHIPPED_WEBHOOK_CONFIGURATIONS = join(REPO_ROOT, 'manifests', 'webhook', 'manifests.yaml');
+
+interface WebhookConfiguration {
+  apiVersion: string;
+  kind: 'MutatingWebhookConfiguration' | 'ValidatingWebhookConfiguration';
+  metadata: { name: string; [key: string]: unknown };
+  webhooks: { name: string; clientConfig: { service?: { path?: string }; url?: string; caBundle?: string }; [key: string]: unknown }[];
+}
+
 /**
- * Mutating and validating configurations for ModelService CREATE/UPDATE,
- * failurePolicy Fail. 'mutating only' is for measuring what one admission call
- * per create costs (bench/webhook.ts).
+ * The shipped Mutating and Validating configurations with only clientConfig
+ * swapped: a URL on loopback and our CA instead of the in-cluster Service and
+ * cert-manager's injection. Rules, failurePolicy, timeouts, namespaceSelector
+ * and reinvocation are what a cluster gets. They are renamed, so that the
+ * install test can apply the shipped ones beside them. 'mutating only' is for
+ * measuring what one admission call per create costs (bench/webhook.ts).
  */
 export function webhookConfigurations(baseUrl: string, caBundlePem: string, registrations: WebhookRegistrations = 'mutating and validating'): string {
   const caBundle = Buffer.from(caBundlePem).toString('base64');
-  const common = {
-    admissionReviewVersions: ['v1'],
-    sideEffects: 'None',
-    failurePolicy: 'Fail',
-    timeoutSeconds: 5,
-    matchPolicy: 'Equivalent',
-    rules: [{ apiGroups: ['modelplane.ai'], apiVersions: ['v1alpha1'], operations: ['CREATE', 'UPDATE'], resources: ['modelservices'], scope: 'Namespaced' }],
-  };
-  const configurations = [
-    {
-      apiVersion: 'admissionregistration.k8s.io/v1',
-      kind: 'MutatingWebhookConfiguration',
-      metadata: { name: WEBHOOK_CONFIGURATION_NAME },
-      webhooks: [{ name: MUTATING_WEBHOOK_NAME, clientConfig: { url: `${baseUrl}/mutate`, caBundle }, reinvocationPolicy: 'IfNeeded', ...common }],
-    },
-    {
-      apiVersion: 'admissionregistration.k8s.io/v1',
-      kind: 'ValidatingWebhookConfiguration',
-      metadata: { name: WEBHOOK_CONFIGURATION_NAME },
-      webhooks: [{ name: VALIDATING_WEBHOOK_NAME, clientConfig: { url: `${baseUrl}/validate`, caBundle }, ...common }],
-    },
-  ];
+  const shipped = parseAllDocuments(readFileSync(SHIPPED_WEBHOOK_CONFIGURATIONS, 'utf8')).map((d) => d.toJS() as WebhookConfiguration);
+  const configurations = shipped.map((c) => ({
+    ...c,
+    metadata: { ...c.metadata, name: WEBHOOK_CONFIGURATION_NAME },
+    webhooks: c.webhooks.map((w) => {
+      const path = w.clientConfig.service?.path;
+      if (path === undefined) throw new Error(`${SHIPPED_WEBHOOK_CONFIGURATIONS}: webhook ${w.name} has no clientConfig.service.path to serve on ${baseUrl}`);
+      return { ...w, clientConfig: { url: `${baseUrl}${path}`, caBundle } };
+    }),
+  }));
   const items = registrations === 'mutating only' ? configurations.filter((c) => c.kind === 'MutatingWebhookConfiguration') : configurations;
   return JSON.stringify({ apiVersion: 'v1', kind: 'List', items });
 }
