@@ -49,12 +49,15 @@ const CORPUS: Array<[name: string, body: Buffer]> = [
 describe('the hostile corpus', () => {
   it.each(CORPUS)('%s: a 16-digit key within the time bound, and no prototype touched', (_name, body) => {
     for (const cut of [body, body.subarray(0, Math.min(body.length, BUFFER))]) {
-      const started = performance.now();
-      const hash = promptHash(cut, N, hash64, 'Conversation');
-      const ms = performance.now() - started;
-      expect(hash).toMatch(/^[0-9a-f]{16}$/);
-      // Microseconds normally; 50 ms leaves room for a shared, busy machine
-      // and still catches anything quadratic in 32-128 KiB.
+      // The best of 3 calls: a busy, shared machine can stall any one of them.
+      let ms = Infinity;
+      for (let i = 0; i < 3; i++) {
+        const started = performance.now();
+        expect(promptHash(cut, N, hash64, 'Conversation')).toMatch(/^[0-9a-f]{16}$/);
+        ms = Math.min(ms, performance.now() - started);
+      }
+      // Microseconds normally; 50 ms leaves room for that machine and still
+      // catches anything quadratic in 32-128 KiB.
       expect(ms).toBeLessThan(50);
     }
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
@@ -74,12 +77,21 @@ describe('the hostile corpus', () => {
     expect(conversationKey(shallow, N)).toBeDefined();
   });
 
-  it('the time grows linearly: 128 KiB of the worst bodies in well under the bound', () => {
-    for (const unit of ['"', '\\\\\\"', '{"a":"",', '[', '{"type":"text","text":"a"},']) {
-      const body = Buffer.from(user(`[${fill(unit, 128 * 1024)}`));
-      const started = performance.now();
-      for (let i = 0; i < 10; i++) promptHash(body, N, hash64, 'Conversation');
-      expect((performance.now() - started) / 10, unit).toBeLessThan(50);
+  it('the time grows linearly: 4x the worst bodies take at most 8x the time (quadratic would be 16x)', () => {
+    const best = (body: Buffer): number => {
+      let ms = Infinity;
+      for (let i = 0; i < 5; i++) {
+        const started = performance.now();
+        promptHash(body, N, hash64, 'Conversation');
+        ms = Math.min(ms, performance.now() - started);
+      }
+      return ms;
+    };
+    for (const unit of ['"', '\\\\\\"', '{"a":"",', '[', '{"type":"text","text":"a"},', '{"role":"system","content":""},']) {
+      const at = (bytes: number) => best(Buffer.from(user(`[${fill(unit, bytes)}`)));
+      const [small, large] = [at(32 * 1024), at(128 * 1024)];
+      // Below 5 ms the timer's noise outweighs the ratio.
+      expect(large, unit).toBeLessThan(Math.max(8 * small, 5));
     }
   });
 });

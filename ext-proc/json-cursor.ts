@@ -51,9 +51,17 @@ export class ByteWriter {
   }
 
   append(source: Uint8Array, start: number, end: number): void {
-    this.reserve(end - start);
-    this.bytes.set(source.subarray(start, end), this.length);
-    this.length += end - start;
+    const n = end - start;
+    if (n <= 0) return;
+    this.reserve(n);
+    // A short run is copied faster by hand than through a subarray view.
+    if (n < 32) {
+      const bytes = this.bytes;
+      for (let i = 0; i < n; i++) bytes[this.length + i] = source[start + i] as number;
+    } else {
+      this.bytes.set(source.subarray(start, end), this.length);
+    }
+    this.length += n;
   }
 }
 

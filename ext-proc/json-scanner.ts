@@ -9,6 +9,8 @@
 import { ByteWriter, MAX_DEPTH, Read, Tok, type JsonCursor } from './json-cursor.ts';
 
 const QUOTE = 0x22;
+/** How far stringEnd looks byte by byte before it calls indexOf. */
+const NEAR = 24;
 const BACKSLASH = 0x5c;
 
 /** Bytes that end a number or literal. */
@@ -28,6 +30,11 @@ export class JsonScanner implements JsonCursor {
   private s1 = 0;
   /** The last String token runs into the end of the input (a body cut inside it). */
   private cutString = false;
+
+  /** The index of the next byte to read (after the last token). */
+  get offset(): number {
+    return this.p;
+  }
 
   /** Starts reading `body` (not copied: read it before it changes). */
   reset(body: Uint8Array): this {
@@ -82,7 +89,17 @@ export class JsonScanner implements JsonCursor {
     const b = this.b;
     let i = from;
     for (;;) {
-      const q = b.indexOf(QUOTE, i);
+      // Most strings (keys, roles, types) close within a few bytes, where a
+      // loop beats the cost of calling indexOf; long text goes to memchr.
+      let q = -1;
+      const near = Math.min(b.length, i + NEAR);
+      for (let j = i; j < near; j++) {
+        if (b[j] === QUOTE) {
+          q = j;
+          break;
+        }
+      }
+      if (q < 0 && near < b.length) q = b.indexOf(QUOTE, near);
       if (q < 0) return -1;
       // An odd run of backslashes before the quote escapes it. Runs end at a
       // quote, so all these counts together read each byte at most once.
@@ -106,7 +123,15 @@ export class JsonScanner implements JsonCursor {
       if (same) return true;
     }
     // An escaped name ("\u0072ole") decodes to at most its own length.
-    if (length < name.length || length > name.length * 6 || this.b.subarray(this.s0, this.s1).indexOf(BACKSLASH) < 0) return false;
+    if (length < name.length || length > name.length * 6) return false;
+    let escaped = false;
+    for (let i = this.s0; i < this.s1; i++) {
+      if (this.b[i] === BACKSLASH) {
+        escaped = true;
+        break;
+      }
+    }
+    if (!escaped) return false;
     nameScratch.length = 0;
     if (this.readString(nameScratch, name.length + 1) !== name.length) return false;
     for (let i = 0; i < name.length; i++) if (nameScratch.bytes[i] !== name.charCodeAt(i)) return false;
