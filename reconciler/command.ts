@@ -131,9 +131,9 @@ export function registerReconcileCommands(program: Command): void {
     let reconciler: RunningReconciler | undefined;
     const webhook = await startWebhookServer({ port: flags.port, host: flags.host, certDir: flags.certDir, logger, readiness: () => reconciler?.readiness() ?? STARTING });
     reconciler = await runReconciler(flags, logger);
+    // The lease is released at once (another replica takes over) while the webhook drains.
     exitOnSignal(async () => {
-      await reconciler?.stop();
-      await webhook.close();
+      await Promise.all([reconciler?.stop(), webhook.drain()]);
     });
   });
 }

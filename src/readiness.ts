@@ -42,7 +42,8 @@ export const STANDBY: Readiness = { ready: true, checks: ['[+]leader election: s
 /** Not started yet (e.g. a leader still listing). */
 export const STARTING: Readiness = { ready: false, checks: ['[-]reconciler: starting'] };
 
-/** The text of a /readyz answer: `ok` or `not ready`, then the checks. */
+/** The text of a /readyz answer: `ok` or `not ready`, then the checks, one a line. */
 export function readinessBody(r: Readiness): string {
-  return [r.ready ? 'ok' : 'not ready', ...r.checks].join('\n') + '\n';
+  const status = r.ready ? 'ok' : 'not ready';
+  return r.checks.length === 0 ? status : `${[status, ...r.checks].join('\n')}\n`;
 }

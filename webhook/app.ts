@@ -48,8 +48,7 @@ export function createWebhookApp({ logger, metrics, readiness }: WebhookAppOptio
   app.post('/validate', express.json({ limit: MAX_BODY_BYTES }), admissionHandler('validate'));
   app.get('/healthz', (_req, res) => void res.type('text/plain').send('ok'));
   app.get('/readyz', (_req, res) => {
-    if (!readiness) return void res.type('text/plain').send('ok');
-    const r = readiness();
+    const r = readiness?.() ?? { ready: true, checks: [] };
     res.status(r.ready ? 200 : 503).type('text/plain').send(readinessBody(r));
   });
   app.get('/metrics', async (_req, res) => {

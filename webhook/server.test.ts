@@ -1,5 +1,5 @@
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
+import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
@@ -104,5 +104,35 @@ describe('webhook HTTPS server', () => {
     const deadline = Date.now() + 5000;
     while ((await issuer()) !== 'modelplane-affinity-webhook-ca-two' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(await issuer()).toBe('modelplane-affinity-webhook-ca-two');
+  });
+});
+
+describe('webhook drain (SIGTERM)', () => {
+  it('fails /readyz, closes each kept-alive connection after its answer, then stops listening', async () => {
+    const drainDir = join(dir, 'drain-certs');
+    const drainCa = makeWebhookCertificates(dir, drainDir, 'drain').ca.certPem;
+    const server = await startWebhookServer({ port: 0, host: '127.0.0.1', certDir: drainDir, logger: pino({ level: 'silent' }) });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const send = (method: string, path: string, body?: string) =>
+      new Promise<{ status: number; body: string; connection: string | undefined }>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port: server.port, method, path, ca: drainCa, servername: 'localhost', agent, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
+          let data = '';
+          res.on('data', (d) => (data += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: data, connection: res.headers.connection }));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    expect(await send('POST', '/validate', fixture)).toMatchObject({ status: 200, connection: 'keep-alive' });
+    const drained = server.drain();
+    expect(await send('GET', '/readyz')).toMatchObject({ status: 503, body: 'not ready\n[-]draining: shutting down, send reviews elsewhere\n', connection: 'close' });
+    // A review that still arrives (the balancer has not noticed yet) is answered, and its connection closed.
+    const late = await send('POST', '/validate', fixture);
+    expect(late.status).toBe(200);
+    expect(JSON.parse(late.body).response.allowed).toBe(true);
+    expect(late.connection).toBe('close');
+    await drained;
+    await expect(send('GET', '/healthz')).rejects.toThrow(/ECONNREFUSED/);
+    agent.destroy();
   });
 });

@@ -20,15 +20,42 @@ export interface WebhookServerOptions {
 export interface RunningWebhook {
   server: Server;
   port: number;
+  /** Stops at once: open connections are cut (tests, and after a drain). */
   close(): Promise<void>;
+  /**
+   * The SIGTERM path: /readyz fails and every answer says `Connection: close`,
+   * so the balancer (kube-proxy, haproxy) moves new connections elsewhere and
+   * kept-alive ones end after their current review; once no review has
+   * arrived for DRAIN_QUIET_MS the listener closes, in-flight reviews finish
+   * (at most DRAIN_TIMEOUT_MS), and then everything closes. Idempotent.
+   */
+  drain(): Promise<void>;
 }
+
+/** A second without a new review: the balancer has noticed /readyz failing and sends nothing more here. */
+export const DRAIN_QUIET_MS = 1_000;
+/** Bound on the whole drain; the Deployment's grace period (30 s) is longer. */
+export const DRAIN_TIMEOUT_MS = 10_000;
+const DRAINING: Readiness = { ready: false, checks: ['[-]draining: shutting down, send reviews elsewhere'] };
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function startWebhookServer(options: WebhookServerOptions): Promise<RunningWebhook> {
   const { logger, certDir } = options;
   const metrics = options.metrics ?? createWebhookMetrics();
-  const app = createWebhookApp({ logger, metrics, ...(options.readiness ? { readiness: options.readiness } : {}) });
+  let draining = false;
+  let inFlight = 0;
+  let lastRequestAt = 0;
+  const readiness = options.readiness;
+  const app = createWebhookApp({ logger, metrics, readiness: () => (draining ? DRAINING : (readiness?.() ?? { ready: true, checks: [] })) });
   const pair = await readCertificatePair(certDir);
-  const server = createServer({ ...pair, minVersion: 'TLSv1.2' }, app);
+  const server = createServer({ ...pair, minVersion: 'TLSv1.2' }, (req, res) => {
+    inFlight++;
+    lastRequestAt = Date.now();
+    res.once('close', () => inFlight--);
+    // While draining, each kept-alive connection ends after this answer, so the client's next review opens a connection the balancer sends elsewhere.
+    if (draining) res.setHeader('connection', 'close');
+    app(req, res);
+  });
   // The API server keeps connections open between admissions; keep them longer than its idle timeout.
   server.keepAliveTimeout = 90_000;
   server.on('secureConnection', () => metrics.connections.inc());
@@ -46,14 +73,28 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
   });
   const port = (server.address() as AddressInfo).port;
   logger.info({ port, certDir }, 'admission webhook listening (HTTPS)');
-  return {
-    server,
-    port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        watcher.close();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+  const close = () =>
+    new Promise<void>((resolve) => {
+      watcher.close();
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  let drained: Promise<void> | undefined;
+  const drain = async () => {
+    draining = true;
+    const started = Date.now();
+    lastRequestAt = Math.max(lastRequestAt, started);
+    logger.info({ inFlight }, 'draining: /readyz fails, answers close their connection');
+    let served = 0;
+    const count = () => served++;
+    server.on('request', count);
+    while (Date.now() - lastRequestAt < DRAIN_QUIET_MS && Date.now() - started < DRAIN_TIMEOUT_MS) await sleep(100);
+    // No new connections; idle kept-alive ones closed; the in-flight reviews still get their answers.
+    server.close();
+    server.closeIdleConnections();
+    while (inFlight > 0 && Date.now() - started < DRAIN_TIMEOUT_MS) await sleep(20);
+    logger.info({ servedWhileDraining: served, cutInFlight: inFlight, ms: Date.now() - started }, 'drained');
+    await close();
   };
+  return { server, port, close, drain: () => (drained ??= drain()) };
 }
