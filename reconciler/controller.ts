@@ -11,7 +11,7 @@ import { DEFAULT_WATCH_FAILURE_BOUND_MS, type InformerHealth, type Readiness, ST
 import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions } from '../src/render.ts';
 import { KubeApiError, type KubeClient } from './kube.ts';
 import { Informer, type InformerOptions, type Watched } from './informer.ts';
-import { type Plan, type PlanCache, plan, writeFailed } from './plan.ts';
+import { type Plan, type PlanCache, mustRecreate, plan, writeFailed } from './plan.ts';
 import { DEFAULT_WORKERS, WorkQueue } from './queue.ts';
 import { type Writer, refFor } from './writer.ts';
 
@@ -205,9 +205,17 @@ export class Reconciler {
       }
       if (next.lookups.length > 0) next = plan(ms, this.planCache(namesakes), routes, this.options, new Date());
       if (!ms) return;
+      const cache = this.planCache(namesakes);
       for (const object of next.apply) {
         writing = object;
-        await this.writer.apply(key, object);
+        await this.writer.apply(key, object).catch(async (error: unknown) => {
+          const live = cache.get(object.kind, object.metadata.namespace ?? namespace, object.metadata.name ?? '');
+          if (!mustRecreate(error as { status?: number }, live, ms.metadata.uid ?? '')) throw error;
+          await this.writer.delete(key, live as KubeObject);
+          await this.writer.apply(key, object);
+          this.logger.warn({ object: objectKey(object), error: (error as Error).message }, 'recreated: the API server refused to repair it in place');
+          next.events.unshift({ type: 'Warning', reason: 'Recreated', message: `${object.kind} ${object.metadata.name} was recreated: ${(error as Error).message}` });
+        });
       }
       writing = undefined;
       for (const object of next.prune) {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Condition, KubeObject } from '../src/model-service.ts';
 import { ENVOY_GATEWAY_API_VERSION, render } from '../src/render.ts';
 import { modelService } from '../test/fixtures/model-service.ts';
-import { type PlanCache, plan, writeFailed } from './plan.ts';
+import { type PlanCache, mustRecreate, plan, writeFailed } from './plan.ts';
 
 const OPTIONS = { extProcImage: 'registry.example/mpa:test' };
 const NOW = new Date('2026-01-02T03:04:05.678Z');
@@ -190,4 +190,14 @@ describe('writeFailed', () => {
     expect(outcome.condition?.message).toContain(says);
     expect(outcome.events).toEqual([{ type: 'Warning', reason, message: outcome.condition?.message }]);
   });
+});
+
+describe('mustRecreate', () => {
+  const [ours] = rendered(SESSION);
+  it.each([
+    { name: 'an apply of our object refused as invalid (a field another manager owns): recreate it', status: 422, live: ours, recreate: true },
+    { name: "someone else's object is never deleted", status: 422, live: squatter, recreate: false },
+    { name: 'an object that does not exist is not recreated', status: 422, live: null, recreate: false },
+    { name: 'other refusals are retried, not recreated', status: 409, live: ours, recreate: false },
+  ])('$name', ({ status, live, recreate }) => expect(mustRecreate({ status }, live, UID)).toBe(recreate));
 });

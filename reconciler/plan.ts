@@ -6,7 +6,7 @@
 import { type ConditionInput, Reasons, setAffinityReady } from '../src/conditions.ts';
 import { formatFieldError } from '../src/field-errors.ts';
 import type { Condition, KubeObject, ModelService } from '../src/model-service.ts';
-import { isControlledBy, isUpToDate, objectKey, objectsToPrune } from '../src/ownership.ts';
+import { isControlledBy, isUpToDate, objectsToPrune } from '../src/ownership.ts';
 import { type RenderOptions, render } from '../src/render.ts';
 import { routeShapeWarnings } from '../src/route-shape.ts';
 
@@ -138,7 +138,12 @@ export function writeFailed(ms: ModelService, object: KubeObject | undefined, er
   return report(ms, input, 'Warning', now);
 }
 
-/** For logs: the keys of what a plan writes. */
-export function planSummary(p: Plan): { apply: string[]; prune: string[]; conflicts: string[] } {
-  return { apply: p.apply.map(objectKey), prune: p.prune.map(objectKey), conflicts: p.conflicts };
+/**
+ * Server-side apply cannot repair every hand edit: a field another manager
+ * now owns stays, and can make our apply invalid (a Service port whose number
+ * was edited keeps its name, so ours is a duplicate: 422). Such an object, if
+ * it is ours, is deleted (uid precondition) and applied afresh.
+ */
+export function mustRecreate(error: { status?: number }, live: KubeObject | null | undefined, ownerUid: string): boolean {
+  return error.status === 422 && live !== null && live !== undefined && isControlledBy(live, ownerUid);
 }
