@@ -147,6 +147,16 @@ describe('requests that are not ours', () => {
   });
 });
 
+describe('a ModelService of a shape the rules do not expect', () => {
+  // The mutating webhook runs before the API server checks the CRD schema.
+  const odd = { ...modelService({ type: 'Session', sessionHeader: 'X-Session-ID' }), spec: { endpoints: 'many', affinity: { type: 'Session', sessionHeader: 'X-Session-ID' } } };
+  it.each(['mutate', 'validate'] as const)('is refused by %s with a message that says what to check, never thrown', (mode) => {
+    const { response } = review(requestWith(odd), mode);
+    expect(response).toMatchObject({ uid: fixture.request.uid, allowed: false, status: { code: 400, reason: 'BadRequest' } });
+    expect(response.status?.message).toMatch(/^ModelService\.modelplane\.ai "kimi-k2" could not be checked: .+; check that metadata and spec are objects and spec\.endpoints is a list$/);
+  });
+});
+
 describe('parseAdmissionReview', () => {
   const malformed: { name: string; body: unknown; error: RegExp }[] = [
     { name: 'a string', body: 'hello', error: /body/ },

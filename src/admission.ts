@@ -129,7 +129,24 @@ export function admit(request: AdmissionRequest, mode: AdmissionMode): Admission
   };
 }
 
+/**
+ * A rule that throws on a shape it did not expect (the mutating webhook runs
+ * before the API server checks the CRD schema, so `spec.endpoints` may be a
+ * string) is a refusal that says so, never a 500 that tells the user nothing.
+ */
+function refusal(request: AdmissionRequest, error: unknown): AdmissionResponse {
+  const name = (request.object as { metadata?: { name?: unknown } } | null | undefined)?.metadata?.name ?? request.name ?? '';
+  const message = `${MODEL_SERVICE_KIND}.${MODEL_SERVICE_GROUP} "${String(name)}" could not be checked: ${(error as Error)?.message ?? String(error)}; check that metadata and spec are objects and spec.endpoints is a list`;
+  return { uid: request.uid, allowed: false, status: { code: 400, reason: 'BadRequest', message } };
+}
+
 /** The full reply: apiVersion and kind echoed, uid echoed inside `admit`. */
 export function review(request: AdmissionRequest, mode: AdmissionMode): AdmissionReviewResponse {
-  return { apiVersion: ADMISSION_API_VERSION, kind: 'AdmissionReview', response: admit(request, mode) };
+  let response: AdmissionResponse;
+  try {
+    response = admit(request, mode);
+  } catch (error) {
+    response = refusal(request, error);
+  }
+  return { apiVersion: ADMISSION_API_VERSION, kind: 'AdmissionReview', response };
 }
