@@ -13,6 +13,8 @@ export interface Turn {
 export interface Dialogue {
   /** The app's instructions (system prompt); empty for none. */
   system: string;
+  /** An assistant message before the first user message (a greeting, or a conversation resumed mid-way); empty for none. */
+  preamble?: string;
   turns: Turn[];
 }
 
@@ -44,6 +46,7 @@ export function asciiEscaped(json: string): string {
 function chatMessages(d: Dialogue, k: number, parts: boolean, tools: boolean): Json[] {
   const text = (t: string): Json => (parts ? [{ type: 'text', text: t }] : t);
   const messages: Json[] = d.system === '' ? [] : [{ role: 'system', content: text(d.system) }];
+  if (d.preamble) messages.push({ role: 'assistant', content: text(d.preamble) });
   for (let i = 0; i <= k; i++) {
     const turn = d.turns[i] as Turn;
     messages.push({ role: 'user', content: text(turn.user) });
@@ -62,8 +65,8 @@ const TOOLS: Json = [{ type: 'function', function: { name: 'lookup', description
 
 function responsesInput(d: Dialogue, k: number): Json {
   // Turn 1 as most Responses clients send it: a plain string.
-  if (k === 0) return (d.turns[0] as Turn).user;
-  const items: Json[] = [];
+  if (k === 0 && !d.preamble) return (d.turns[0] as Turn).user;
+  const items: Json[] = d.preamble ? [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: d.preamble }] }] : [];
   for (let i = 0; i <= k; i++) {
     const turn = d.turns[i] as Turn;
     items.push({ role: 'user', content: [{ type: 'input_text', text: turn.user }] });
@@ -73,7 +76,7 @@ function responsesInput(d: Dialogue, k: number): Json {
 }
 
 function anthropicMessages(d: Dialogue, k: number): Json[] {
-  const messages: Json[] = [];
+  const messages: Json[] = d.preamble ? [{ role: 'assistant', content: d.preamble }] : [];
   for (let i = 0; i <= k; i++) {
     const turn = d.turns[i] as Turn;
     // Turn 1 as a string, the history as content blocks (as the SDKs echo it back).
@@ -85,6 +88,7 @@ function anthropicMessages(d: Dialogue, k: number): Json[] {
 
 function completionsPrompt(d: Dialogue, k: number): string {
   let prompt = d.system === '' ? '' : `${d.system}\n\n`;
+  if (d.preamble) prompt += `Assistant: ${d.preamble}\n`;
   for (let i = 0; i <= k; i++) {
     const turn = d.turns[i] as Turn;
     prompt += `User: ${turn.user}\nAssistant:`;

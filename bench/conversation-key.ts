@@ -97,7 +97,7 @@ async function main(): Promise<void> {
     for (const r of READERS) time(r.read, body, 50); // warm up
     const samples = READERS.map(() => [] as number[]);
     for (let round = 0; round < rounds; round++) READERS.forEach((r, i) => samples[i]?.push(time(r.read, body, ms)));
-    out.push(`| ${body.name} | ${samples.map((s) => median(s).toFixed(1)).join(' | ')} |`);
+    out.push(`| ${body.name} | ${samples.map((s, i) => (READERS[i]?.name.startsWith('JSON.parse') && !body.whole ? 'fails' : median(s).toFixed(1))).join(' | ')} |`);
   }
   process.stdout.write(`${out.join('\n')}\n`);
 }

