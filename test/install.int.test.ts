@@ -348,7 +348,7 @@ describe('the manager, from the Dockerfile-shaped folder, as the ServiceAccount,
     const ms = { apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: 'kimi', namespace: ns }, spec: { endpoints: [{ weight: 1 }, { weight: 1 }], affinity: { type: 'PrefixHash' } } };
     await tb.kubectlOk(['apply', '-f', '-'], { input: stringify(ms) });
     const live = JSON.parse(await tb.kubectlOk(['get', 'modelservice', 'kimi', '-n', ns, '-o', 'json']));
-    expect(live.spec.affinity).toEqual({ type: 'PrefixHash', prefixBytes: 1024, fallback: 'NextEndpoint' });
+    expect(live.spec.affinity).toEqual({ type: 'PrefixHash', prefixBytes: 1024, prefixKey: 'Conversation', fallback: 'NextEndpoint' });
     expect(live.metadata.annotations).toMatchObject({
       'affinity.modelplane.ai/backend-traffic-policy': 'kimi-affinity',
       'affinity.modelplane.ai/envoy-extension-policy': 'kimi-prefix-hash',
