@@ -5,9 +5,20 @@ import { createWriteStream, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 const running = new Set<ChildProcess>();
+const groups = new Set<ChildProcess>();
 process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
+  for (const child of running) signal(child, 'SIGKILL');
 });
+
+/** A child started as a process group leader is signalled with its whole group (what it started, too). */
+function signal(child: ChildProcess, name: NodeJS.Signals): void {
+  try {
+    if (groups.has(child) && child.pid !== undefined) process.kill(-child.pid, name);
+    else child.kill(name);
+  } catch {
+    /* already gone */
+  }
+}
 
 export interface ManagedProcess {
   child: ChildProcess;
@@ -17,15 +28,28 @@ export interface ManagedProcess {
   stop(signal?: NodeJS.Signals, graceMs?: number): Promise<void>;
 }
 
-export function startProcess(command: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = process.env): ManagedProcess {
+export interface StartOptions {
+  /**
+   * Start it as the leader of a new process group and signal the group: for
+   * a child that starts processes of its own (Envoy Gateway starts Envoy),
+   * so none outlives the test.
+   */
+  processGroup?: boolean;
+}
+
+export function startProcess(command: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = process.env, options: StartOptions = {}): ManagedProcess {
   const log = createWriteStream(logFile, { flags: 'a' });
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env, detached: options.processGroup === true });
+  if (options.processGroup === true) groups.add(child);
   child.stdout?.pipe(log, { end: false });
   child.stderr?.pipe(log, { end: false });
   running.add(child);
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => {
       running.delete(child);
+      // The leader is gone; anything left in its group goes with it.
+      if (groups.has(child)) signal(child, 'SIGKILL');
+      groups.delete(child);
       resolve();
     });
     child.once('error', (error) => {
@@ -44,10 +68,10 @@ export function startProcess(command: string, args: string[], logFile: string, e
         return '';
       }
     },
-    async stop(signal = 'SIGTERM', graceMs = 10_000) {
+    async stop(name = 'SIGTERM', graceMs = 10_000) {
       if (child.exitCode === null && child.signalCode === null) {
-        child.kill(signal);
-        const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+        signal(child, name);
+        const timer = setTimeout(() => signal(child, 'SIGKILL'), graceMs);
         await exited;
         clearTimeout(timer);
       }

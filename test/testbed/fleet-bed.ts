@@ -1,0 +1,176 @@
+// The whole fleet on one machine, as the data-plane tests and benchmarks use
+// it: the control plane (from the caller), Envoy Gateway's controller with a
+// real Envoy (data-plane.ts), our reconciler (the CLI), the hasher pods the
+// reconciler's Deployments ask for (hasher-pods.ts), and inference clusters
+// on 127.0.0.x (inference-cluster.ts) behind Backends and HTTPRoutes in both
+// route shapes (fleet.ts). Everything it starts, stop() stops.
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { generatedNames } from '../../src/naming.ts';
+import type { Kubectl } from './control-plane.ts';
+import { type DataPlane, startDataPlane } from './data-plane.ts';
+import { type ClusterAddress, type RouteShapeName, backend, httpRoute, routePrefix, yamlDocuments } from './fleet.ts';
+import { type HasherPods, startHasherPods } from './hasher-pods.ts';
+import { type InferenceCluster, startInferenceCluster } from './inference-cluster.ts';
+import { type ManagedProcess, startProcess, waitFor } from './processes.ts';
+import { CLI } from './webhook.ts';
+
+export type AffinityMode = 'None' | 'Session' | 'PrefixHash';
+export const SESSION_HEADER = 'X-Session-ID';
+
+export interface FleetBedOptions {
+  kubectl: Kubectl;
+  kubeconfig: string;
+  dir: string;
+  namespace: string;
+  /** Inference clusters started (cluster-a, cluster-b, ...). */
+  clusters: number;
+  coldMs: number;
+  warmMs: number;
+  /** ModelService name → the shape of its HTTPRoute. */
+  routes: Record<string, RouteShapeName>;
+}
+
+export interface FleetBed {
+  dataPlane: DataPlane;
+  clusters: InferenceCluster[];
+  hashers: HasherPods;
+  reconciler: ManagedProcess;
+  /** The URL of a ModelService's chat completions, through the gateway. */
+  url(modelService: string): string;
+  /** Applies a ModelService with this affinity (through our webhook) and waits until Envoy routes by it. */
+  setAffinity(modelService: string, mode: AffinityMode, extra?: Record<string, unknown>): Promise<void>;
+  /** Rewrites a ModelService's HTTPRoute over these clusters (by name) and waits until Envoy has the new endpoints. */
+  setRouteClusters(modelService: string, clusterNames: readonly string[]): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const IMAGE = 'registry.example/modelplane-affinity:testbed';
+
+/** The route entry of Envoy's live configuration for a ModelService's path prefix, as JSON text. */
+async function liveRoute(dataPlane: DataPlane, prefix: string): Promise<string | undefined> {
+  const dump = (await dataPlane.configDump()) as { configs?: Array<Record<string, unknown>> };
+  for (const config of dump.configs ?? []) {
+    if (!String(config['@type']).endsWith('RoutesConfigDump')) continue;
+    for (const dynamic of (config['dynamic_route_configs'] as Array<{ route_config?: { virtual_hosts?: Array<{ routes?: unknown[] }> } }>) ?? []) {
+      for (const host of dynamic.route_config?.virtual_hosts ?? []) {
+        for (const route of host.routes ?? []) {
+          const text = JSON.stringify(route);
+          if (text.includes(JSON.stringify(prefix.replace(/\/$/, '')))) return text;
+        }
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The load-balancing policies of the Envoy clusters of a ModelService's route (EG names them httproute/<ns>/<name>/rule/...). */
+async function liveClusterPolicies(dataPlane: DataPlane, namespace: string, modelService: string): Promise<string[]> {
+  const dump = (await dataPlane.configDump()) as { configs?: Array<Record<string, unknown>> };
+  const policies: string[] = [];
+  for (const config of dump.configs ?? []) {
+    if (!String(config['@type']).endsWith('ClustersConfigDump')) continue;
+    for (const active of (config['dynamic_active_clusters'] as Array<{ cluster?: { name?: string; lb_policy?: string } }>) ?? []) {
+      if (active.cluster?.name?.startsWith(`httproute/${namespace}/${modelService}/`)) policies.push(active.cluster.lb_policy ?? 'ROUND_ROBIN');
+    }
+  }
+  return policies;
+}
+
+export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed> {
+  const k = options.kubectl;
+  const ns = options.namespace;
+  const stops: Array<() => Promise<void>> = [];
+  const stop = async () => {
+    for (const s of stops.reverse()) await s().catch((error: unknown) => process.stderr.write(`[fleet-bed] stop: ${String(error)}\n`));
+  };
+  try {
+    const clusters: InferenceCluster[] = [];
+    for (let i = 0; i < options.clusters; i++) {
+      const cluster = await startInferenceCluster({ name: `cluster-${String.fromCharCode(97 + i)}`, host: `127.0.0.${11 + i}`, coldMs: options.coldMs, warmMs: options.warmMs });
+      clusters.push(cluster);
+      stops.push(() => cluster.close());
+    }
+    const addresses: ClusterAddress[] = clusters.map((c) => ({ name: c.name, host: c.host, port: c.port }));
+    const dataPlane = await startDataPlane({ kubectl: k, kubeconfig: options.kubeconfig, dir: join(options.dir, 'data-plane') });
+    stops.push(() => dataPlane.stop());
+    const reconciler = startProcess(process.execPath, [CLI, 'reconcile', '--ext-proc-image', IMAGE, '--leader-election-namespace', ns], join(options.dir, 'reconciler.log'), {
+      ...process.env,
+      KUBECONFIG: options.kubeconfig,
+      HOSTNAME: 'data-plane-reconciler',
+    });
+    stops.push(() => reconciler.stop());
+    const hashers = startHasherPods({ kubectl: k, namespace: ns, dir: options.dir });
+    stops.push(() => hashers.stop());
+    await k.kubectlOk(['apply', '-f', '-'], {
+      input: yamlDocuments([...addresses.map((c) => backend(ns, c)), ...Object.entries(options.routes).map(([ms, shape]) => httpRoute(ns, ms, shape, addresses))]),
+    });
+    const url = (ms: string) => `${dataPlane.gatewayUrl}${routePrefix(ns, ms)}v1/chat/completions`;
+
+    async function setAffinity(ms: string, mode: AffinityMode, extra: Record<string, unknown> = {}): Promise<void> {
+      const affinity = mode === 'Session' ? { type: mode, sessionHeader: SESSION_HEADER, ...extra } : { type: mode, ...extra };
+      await k.kubectlOk(['apply', '-f', '-'], {
+        input: stringify({ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: ms, namespace: ns }, spec: { endpoints: clusters.map(() => ({ weight: 1 })), affinity } }),
+      });
+      const names = generatedNames(ms);
+      // Envoy Gateway keeps the header name's letter case in the hash policy; Envoy compares it case-insensitively.
+      const header = (mode === 'Session' ? SESSION_HEADER : 'x-prompt-hash').toLowerCase();
+      const diagnose = () => reconciler.tail(20);
+      // Envoy routes by the policy: the route's hash_policy names the header (or is gone for None), and
+      // the route's clusters balance with Maglev (or not). Routes and clusters arrive in separate xDS
+      // updates; a request between them hashes into a cluster that does not balance by hash yet.
+      await waitFor(
+        `Envoy's route for ${ns}/${ms} to ${mode === 'None' ? 'hash nothing' : `hash ${header} into Maglev clusters`}`,
+        async () => {
+          const route = await liveRoute(dataPlane, routePrefix(ns, ms));
+          const policies = await liveClusterPolicies(dataPlane, ns, ms);
+          if (route === undefined || policies.length === 0) return false;
+          return mode === 'None'
+            ? !route.includes('"hash_policy"') && policies.every((p) => p !== 'MAGLEV')
+            : route.toLowerCase().includes(`"header_name":"${header}"`) && policies.every((p) => p === 'MAGLEV');
+        },
+        90_000,
+        diagnose,
+      );
+      if (mode !== 'PrefixHash') return;
+      await hashers.waitForPod(names.prefixHash, 90_000);
+      // The hasher is in the request path once a request reaches a cluster with the hash it set.
+      await waitFor(
+        `requests to ${ms} to carry a hasher-set x-prompt-hash`,
+        async () => {
+          const { send } = await import('./conversations.ts');
+          const r = await send(url(ms), JSON.stringify({ model: 'probe', messages: [{ role: 'user', content: `probe ${Date.now()}` }] }));
+          return r.status === 200 && /^[0-9a-f]{16}$/.test(r.promptHash);
+        },
+        90_000,
+        diagnose,
+      );
+    }
+
+    async function setRouteClusters(ms: string, clusterNames: readonly string[]): Promise<void> {
+      const shape = options.routes[ms];
+      if (shape === undefined) throw new Error(`no route for ModelService ${ms} in this fleet`);
+      const chosen = addresses.filter((a) => clusterNames.includes(a.name));
+      await k.kubectlOk(['apply', '-f', '-'], { input: yamlDocuments([httpRoute(ns, ms, shape, chosen)]) });
+      // Envoy has the new endpoints once distinct requests reach exactly these clusters.
+      const { send } = await import('./conversations.ts');
+      await waitFor(
+        `Envoy to route ${ms} to ${clusterNames.join(', ')}`,
+        async () => {
+          const seen = new Set<string>();
+          for (let i = 0; i < 30; i++) {
+            const r = await send(url(ms), JSON.stringify({ model: 'probe', messages: [{ role: 'user', content: `route probe ${i} ${Date.now()}` }] }), { [SESSION_HEADER]: `probe-${i}-${Date.now()}` });
+            seen.add(r.cluster);
+          }
+          return seen.size === clusterNames.length && clusterNames.every((n) => seen.has(n));
+        },
+        90_000,
+      );
+    }
+
+    return { dataPlane, clusters, hashers, reconciler, url, setAffinity, setRouteClusters, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
