@@ -57,6 +57,19 @@ export const GATEWAY_TOOLS: GoToolsModule = {
   ],
 };
 
+/**
+ * Envoy AI Gateway's controller (with its Envoy Gateway extension server) and its
+ * router-level ext_proc, run as host processes beside Envoy Gateway's controller
+ * (tools/aigateway/RECIPE.md). The Go module proxy serves v1.0.0, not v1.1.0.
+ */
+export const AIGATEWAY_TOOLS: GoToolsModule = {
+  module: 'aigateway',
+  binaries: [
+    { name: 'aigw-controller', pkg: 'github.com/envoyproxy/ai-gateway/cmd/controller' },
+    { name: 'aigw-extproc', pkg: 'github.com/envoyproxy/ai-gateway/cmd/extproc' },
+  ],
+};
+
 function log(message: string): void {
   process.stderr.write(`[go-tools] ${message}\n`);
 }
