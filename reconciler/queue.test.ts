@@ -30,6 +30,19 @@ describe('WorkQueue', () => {
     q.shutDown();
   });
 
+  it('queues every key in backoff at once, with its failures forgotten, when asked to retry now', async () => {
+    const q = new WorkQueue(60_000, 60_000);
+    q.addRateLimited('a');
+    q.addRateLimited('b');
+    q.addRateLimited('b');
+    expect(q.length).toBe(0);
+    expect(q.retryNow()).toBe(2);
+    expect([await q.get(), await q.get()]).toEqual(['a', 'b']);
+    expect(q.addRateLimited('b')).toBe(60_000);
+    expect(q.retryNow()).toBe(1);
+    q.shutDown();
+  });
+
   it('wakes waiting workers with undefined on shut down', async () => {
     const q = new WorkQueue();
     const waiting = q.get();

@@ -54,6 +54,22 @@ export class WorkQueue {
     this.failures.delete(key);
   }
 
+  /**
+   * Every key waiting out a backoff is queued now, its failures forgotten:
+   * after an outage of the API server, the failures were the outage's, and
+   * the keys should not each wait up to maxDelayMs more. Returns how many.
+   */
+  retryNow(): number {
+    const keys = [...this.timers.keys()];
+    for (const key of keys) {
+      clearTimeout(this.timers.get(key));
+      this.timers.delete(key);
+      this.failures.delete(key);
+      this.add(key);
+    }
+    return keys.length;
+  }
+
   /** Resolves with the next key, or undefined once shut down. */
   get(): Promise<string | undefined> {
     const key = this.queue.shift();

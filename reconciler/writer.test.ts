@@ -15,7 +15,7 @@ import { modelService } from '../test/fixtures/model-service.ts';
 import { makeCa, makeLeaf } from '../test/testbed/pki.ts';
 import { KubeApiError, KubeClient, parseRetryAfter } from './kube.ts';
 import { type Lease, type LeaseDecision, nextLease } from './lease.ts';
-import { DEFAULT_THROTTLE, Writer, throttleDelay } from './writer.ts';
+import { DEFAULT_THROTTLE, Writer, nextConcurrency, throttleDelay } from './writer.ts';
 
 interface Seen {
   method: string;
@@ -24,6 +24,10 @@ interface Seen {
   body: unknown;
 }
 type Answer = { status: number; body?: unknown; retryAfter?: string };
+/** Requests the fake server held at once, at most (each answer waits `holdMs`). */
+let maxInFlight = 0;
+let inFlight = 0;
+let holdMs = 0;
 
 let server: Server;
 let client: KubeClient;
@@ -38,13 +42,17 @@ beforeAll(async () => {
   server = createServer({ cert: leaf.certPem, key: readFileSync(leaf.keyFile) }, (req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
+    inFlight++;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    req.on('end', () => setTimeout(() => answer(), holdMs));
+    const answer = () => {
+      inFlight--;
       const text = Buffer.concat(chunks).toString('utf8');
       seen.push({ method: req.method ?? '', path: req.url ?? '', contentType: req.headers['content-type'], body: text ? JSON.parse(text) : undefined });
-      const answer = answers.shift() ?? { status: 200, body: {} };
-      res.writeHead(answer.status, { 'content-type': 'application/json', ...(answer.retryAfter ? { 'retry-after': answer.retryAfter } : {}) });
-      res.end(JSON.stringify(answer.body ?? { kind: 'Status', reason: answer.status === 429 ? 'TooManyRequests' : 'Failure', message: `fake ${answer.status}` }));
-    });
+      const next = answers.shift() ?? { status: 200, body: {} };
+      res.writeHead(next.status, { 'content-type': 'application/json', ...(next.retryAfter ? { 'retry-after': next.retryAfter } : {}) });
+      res.end(JSON.stringify(next.body ?? { kind: 'Status', reason: next.status === 429 ? 'TooManyRequests' : 'Failure', message: `fake ${next.status}` }));
+    };
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
@@ -59,6 +67,8 @@ afterAll(async () => {
 beforeEach(() => {
   seen.length = 0;
   answers = [];
+  maxInFlight = 0;
+  holdMs = 0;
 });
 
 /** A writer whose waits are recorded instead of slept, with its log lines kept. */
@@ -199,22 +209,32 @@ describe('Writer under 429 Too Many Requests', () => {
     expect(sleeps).toEqual([]);
   });
 
-  it('holds back every other write while one waits out a Retry-After', async () => {
-    const sleeps: number[] = [];
-    const wake: (() => void)[] = [];
-    const { w } = writer({ sleep: (ms) => (sleeps.push(ms), new Promise<void>((resolve) => wake.push(resolve))) });
-    answers = [{ status: 429, retryAfter: '3' }];
-    const first = w.apply('ml/kimi', policy);
-    while (sleeps.length < 1) await new Promise((r) => setTimeout(r, 5));
-    const second = w.apply('ml/other', { ...policy, metadata: { ...policy.metadata, name: 'other-affinity' } });
-    while (sleeps.length < 2) await new Promise((r) => setTimeout(r, 5));
-    // The second write waited without asking: only the throttled request reached the server.
-    expect(seen).toHaveLength(1);
-    expect(sleeps).toEqual([3000, 3000]);
-    for (const resolve of wake) resolve();
-    await Promise.all([first, second]);
-    expect(seen).toHaveLength(3);
+  it('halves the writes in flight on a 429 and grows them back one at a time as writes succeed', async () => {
+    const { w } = writer();
+    holdMs = 20;
+    const many = (n: number) => Promise.all(Array.from({ length: n }, (_, i) => w.apply(`ml/m${i}`, { ...policy, metadata: { ...policy.metadata, name: `m${i}-affinity` } })));
+    // Unthrottled, every write goes out at once.
+    await many(5);
+    expect(maxInFlight).toBe(5);
+    expect(w.concurrency).toBe(DEFAULT_THROTTLE.maxConcurrent);
+    // Four 429s in a row: 16 → 8 → 4 → 2 → 1.
+    answers = [{ status: 429, retryAfter: '1' }, { status: 429, retryAfter: '1' }, { status: 429, retryAfter: '1' }, { status: 429, retryAfter: '1' }];
+    await w.apply('ml/kimi', policy);
+    expect(w.concurrency).toBe(2);
+    maxInFlight = 0;
+    await many(5);
+    expect(maxInFlight).toBe(3);
   });
+});
+
+describe('nextConcurrency', () => {
+  it.each([
+    { name: 'a 429 halves the limit', limit: 8, event: 'throttled', successes: 3, next: { limit: 4, successes: 0 } },
+    { name: 'never below one write', limit: 1, event: 'throttled', successes: 0, next: { limit: 1, successes: 0 } },
+    { name: 'a success counts towards growing', limit: 4, event: 'succeeded', successes: 1, next: { limit: 4, successes: 2 } },
+    { name: 'as many successes as the limit add one', limit: 4, event: 'succeeded', successes: 3, next: { limit: 5, successes: 0 } },
+    { name: 'never above maxConcurrent', limit: DEFAULT_THROTTLE.maxConcurrent, event: 'succeeded', successes: DEFAULT_THROTTLE.maxConcurrent, next: { limit: DEFAULT_THROTTLE.maxConcurrent, successes: 0 } },
+  ] as const)('$name', ({ limit, event, successes, next }) => expect(nextConcurrency(DEFAULT_THROTTLE, limit, event, successes)).toEqual(next));
 });
 
 describe('throttleDelay', () => {

@@ -1,11 +1,14 @@
 // The one module that writes to the cluster: server-side apply of generated
 // objects with our field manager, deletes with a uid precondition, the
 // AffinityReady status, Events and Leases. Every write goes through `send`,
-// which honours 429 Too Many Requests: it waits what Retry-After asks (or a
-// per-key exponential backoff, whichever is longer), holds back every other
-// write until then, and gives up after a bounded number of attempts (the work
-// queue's own backoff takes over from there). Decisions are made elsewhere
-// (plan.ts, lease.ts); this module only carries them out.
+// which honours 429 Too Many Requests: the throttled write waits what
+// Retry-After asks (or a per-key exponential backoff, whichever is longer)
+// and gives up after a bounded number of attempts (the work queue's own
+// backoff takes over from there); and the writes in flight at once are halved
+// on each 429 and grow back by one as writes succeed (additive increase,
+// multiplicative decrease), so a throttled API server sees fewer requests,
+// not the same number retried. Decisions are made elsewhere (plan.ts,
+// lease.ts); this module only carries them out.
 import type { Logger } from 'pino';
 import type { Condition, KubeObject, ModelService } from '../src/model-service.ts';
 import { MODEL_SERVICE_API_VERSION, MODEL_SERVICE_KIND, MODEL_SERVICE_PLURAL } from '../src/model-service.ts';
@@ -59,13 +62,22 @@ export function statusObject(ms: ModelService, condition: Condition): Record<str
 export interface ThrottlePolicy {
   /** Attempts per write while the API server answers 429; then the 429 is thrown. */
   maxAttempts: number;
+  /** Writes in flight at most (above the reconciler's workers, so unthrottled it never binds). */
+  maxConcurrent: number;
   /** First wait without a Retry-After; doubles with each consecutive 429 of the same key. */
   baseDelayMs: number;
   /** Longest wait between two attempts, whatever Retry-After says. */
   maxDelayMs: number;
 }
 
-export const DEFAULT_THROTTLE: ThrottlePolicy = { maxAttempts: 6, baseDelayMs: 250, maxDelayMs: 10_000 };
+export const DEFAULT_THROTTLE: ThrottlePolicy = { maxAttempts: 6, maxConcurrent: 16, baseDelayMs: 250, maxDelayMs: 10_000 };
+
+/** The next limit on writes in flight: halved on a 429 (at least 1), one more after `limit` writes in a row succeed. */
+export function nextConcurrency(policy: ThrottlePolicy, limit: number, event: 'throttled' | 'succeeded', successes: number): { limit: number; successes: number } {
+  if (event === 'throttled') return { limit: Math.max(1, Math.floor(limit / 2)), successes: 0 };
+  if (successes + 1 < limit) return { limit, successes: successes + 1 };
+  return { limit: Math.min(policy.maxConcurrent, limit + 1), successes: 0 };
+}
 
 /** How long to wait before attempt `attempt + 1` of a throttled write (pure, table-tested). */
 export function throttleDelay(policy: ThrottlePolicy, consecutive429s: number, retryAfterMs: number | undefined): number {
@@ -94,10 +106,11 @@ export class Writer {
   private readonly now: () => number;
   /** Consecutive 429s per key (a ModelService, or the Lease). */
   private readonly throttled = new Map<string, number>();
-  /** No write starts before this time: one Retry-After holds back every worker, not just the one that got it. */
-  private pausedUntil = 0;
-  /** Writes that waited on a 429, for the bed's logs and tests. */
-  throttledWrites = 0;
+  /** Writes allowed in flight now, those in flight, successes since the last change, and who waits for a slot. */
+  private limit: number;
+  private inFlight = 0;
+  private successes = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(client: KubeClient, options: WriterOptions) {
     this.client = client;
@@ -106,19 +119,38 @@ export class Writer {
     this.instance = options.instance ?? process.env.HOSTNAME ?? FIELD_MANAGER;
     this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
     this.now = options.now ?? Date.now;
+    this.limit = this.throttle.maxConcurrent;
+  }
+
+  /** Writes in flight allowed now (lowered by 429s). */
+  get concurrency(): number {
+    return this.limit;
+  }
+
+  private async slot(): Promise<void> {
+    while (this.inFlight >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.inFlight++;
+  }
+
+  private release(event: 'throttled' | 'succeeded' | 'failed'): void {
+    this.inFlight--;
+    if (event !== 'failed') ({ limit: this.limit, successes: this.successes } = nextConcurrency(this.throttle, this.limit, event, this.successes));
+    for (let free = this.limit - this.inFlight; free > 0 && this.waiting.length > 0; free--) this.waiting.shift()?.();
   }
 
   /** One write, retried while the API server answers 429 (at most maxAttempts, each wait at most maxDelayMs). */
   private async send<T>(key: string, what: string, write: () => Promise<T>, maxAttempts = this.throttle.maxAttempts): Promise<T> {
     for (let attempt = 1; ; attempt++) {
-      const wait = this.pausedUntil - this.now();
-      if (wait > 0) await this.sleep(wait);
+      await this.slot();
       try {
         const result = await write();
+        this.release('succeeded');
         this.throttled.delete(key);
         return result;
       } catch (error) {
-        if (!(error instanceof KubeApiError && error.status === 429)) throw error;
+        const throttled = error instanceof KubeApiError && error.status === 429;
+        this.release(throttled ? 'throttled' : 'failed');
+        if (!throttled) throw error;
         const count = (this.throttled.get(key) ?? 0) + 1;
         this.throttled.set(key, count);
         if (attempt >= maxAttempts) {
@@ -126,9 +158,8 @@ export class Writer {
           throw new KubeApiError(429, error.reason, `${error.message} (still throttled after ${attempt} attempts; the work queue retries later)`, error.retryAfterMs);
         }
         const delayMs = throttleDelay(this.throttle, count, error.retryAfterMs);
-        this.pausedUntil = Math.max(this.pausedUntil, this.now() + delayMs);
-        this.throttledWrites++;
-        this.logger.warn({ key, write: what, attempt, retryAfterMs: error.retryAfterMs, delayMs }, 'API server throttled a write (429); backing off');
+        this.logger.warn({ key, write: what, attempt, retryAfterMs: error.retryAfterMs, delayMs, concurrency: this.limit }, 'API server throttled a write (429); backing off');
+        await this.sleep(delayMs);
       }
     }
   }

@@ -6,14 +6,15 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeObject } from '../src/model-service.ts';
+import { render } from '../src/render.ts';
+import { modelServiceFleet } from './fixtures/model-service.ts';
 import { loadClusterAccess } from '../reconciler/cluster-access.ts';
 import { KubeClient, resourcePath } from '../reconciler/kube.ts';
 import { refFor } from '../reconciler/writer.ts';
 import { type ControlPlane, startControlPlane } from './testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, gatewayCrdFiles, installCrds } from './testbed/crds.ts';
-import { generatedObjects } from './testbed/generated.ts';
 import type { ManagedProcess } from './testbed/processes.ts';
-import { applyFleet, duplicateConditions, figures, fleetObjects, logLines, sleep, startCli, startReconciler, waitConverged, waitForObjects } from './testbed/reliability.ts';
+import { RELIABILITY_IMAGE, applyFleet, duplicateConditions, figures, fleetObjects, logLines, sleep, startCli, startReconciler, waitConverged, waitForObjects } from './testbed/reliability.ts';
 import { makeWebhookCertificates } from './testbed/webhook.ts';
 import { freePort } from './testbed/processes.ts';
 
@@ -76,17 +77,19 @@ describe('reconciler reliability', () => {
     const ns = 'drift';
     const count = 500;
     const expected = fleetObjects(count);
-    track(startReconciler(cp, 'drift', SHORT_LEASE));
+    const proc = track(startReconciler(cp, 'drift', SHORT_LEASE));
     await applyFleet(cp, ns, count);
     await waitForObjects(cp, ns, Math.floor(expected / 2), 300_000, tails);
     const client = new KubeClient(await loadClusterAccess({ KUBECONFIG: cp.kubeconfig }));
+    // The targets are what render() says exists (a kubectl list per edit would take longer than the 100 ms between edits).
+    const targets = modelServiceFleet(count, ns).flatMap((ms) => render(ms, { extProcImage: RELIABILITY_IMAGE }).objects);
     const done = { edits: 0, deletes: 0, missed: 0 };
+    const editsStartedAt = Date.now();
     try {
       // 20 s at 10 per second: every other one a delete, the rest a spec edit that the next apply must revert.
       for (let i = 0; i < 200; i++) {
         const tick = sleep(100);
-        const objects = await generatedObjects(cp, ns);
-        const target = objects[(i * 7919) % objects.length] as KubeObject;
+        const target = targets[(i * 7919) % targets.length] as KubeObject;
         const ref = refFor(target);
         try {
           if (i % 2 === 0) {
@@ -97,7 +100,7 @@ describe('reconciler reliability', () => {
             done.edits++;
           }
         } catch {
-          done.missed++; // the object was just deleted by an earlier tick and not yet back
+          done.missed++; // not created yet, or deleted by an earlier tick and not back yet
         }
         await tick;
       }
@@ -108,7 +111,14 @@ describe('reconciler reliability', () => {
     const { at, report } = await waitConverged(cp, ns, 300_000, tails);
     expect(report.present).toBe(expected);
     expect(done.edits + done.deletes).toBeGreaterThan(150);
-    figures('hand edits and deletes at 10/s during convergence', { modelServices: count, objects: expected, ...done, restoredSecondsAfterLastEdit: (at - editsEndedAt) / 1000 });
+    figures('hand edits and deletes at 10/s during convergence', {
+      modelServices: count,
+      objects: expected,
+      ...done,
+      editsPerSecond: Math.round((200 / (editsEndedAt - editsStartedAt)) * 10_000) / 10,
+      recreated: logLines(proc, 'recreated: the API server refused to repair it in place').length,
+      restoredSecondsAfterLastEdit: (at - editsEndedAt) / 1000,
+    });
     await stopAll();
   }, 900_000);
 
@@ -119,7 +129,7 @@ describe('reconciler reliability', () => {
     makeWebhookCertificates(cp.dir, certDir, 'managers');
     // The defaults of the install: 15 s lease, 10 s renew deadline, 2 s retry.
     const manager = async (name: string) =>
-      track(startCli(cp, name, ['manager', '--port', String(await freePort()), '--host', '127.0.0.1', '--cert-dir', certDir, '--ext-proc-image', 'registry.example/modelplane-affinity:reliability', '--leader-election-namespace', ns]));
+      track(startCli(cp, name, ['manager', '--port', String(await freePort()), '--host', '127.0.0.1', '--cert-dir', certDir, '--ext-proc-image', RELIABILITY_IMAGE, '--leader-election-namespace', ns]));
     await cp.kubectlOk(['create', 'namespace', ns]);
     const a = await manager('manager-a');
     await waitUntil(() => logLines(a, 'became leader').length > 0, 60_000, tails);

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { connect as tlsConnect, type SecureVersion } from 'node:tls';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryMiB } from '../bench/stats.ts';
+import { request as httpsRequest } from 'node:https';
+import { memoryMiB, sampleSum } from '../bench/stats.ts';
 import { type ManagedProcess } from './testbed/processes.ts';
 import { makeWebhookCertificates, startWebhookProcess } from './testbed/webhook.ts';
 
@@ -173,6 +174,18 @@ function chunked(path: string, data: Buffer): Buffer {
   return Buffer.concat(chunks);
 }
 
+/** The webhook's own V8 heap in use (prom-client's nodejs_heap_size_used_bytes), in MiB. */
+const heapUsedMiB = () =>
+  new Promise<number>((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port, path: '/metrics', rejectUnauthorized: false }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => (text += d.toString()));
+      res.on('end', () => resolve(sampleSum(text, 'nodejs_heap_size_used_bytes') / MiB));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+
 const denied = () =>
   raw(post('/validate', withObject({ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: 'bad', namespace: 'ml' }, spec: { affinity: { type: 'Session' } } })));
 
@@ -182,6 +195,7 @@ describe('webhook against hostile input', () => {
   it.each(['/mutate', '/validate'])('answers every input to %s without a 5xx or a crash, memory back near its baseline, and still denies a bad spec', async (path) => {
     expect(await denied()).toBe(200);
     const baseline = memoryMiB(proc.child.pid as number, 'VmRSS');
+    const heapBefore = await heapUsedMiB();
     const statuses = new Map<string, number>();
     for (const input of corpus) statuses.set(input.name, await raw(input.bytes(path)));
     const serverErrors = [...statuses].filter(([, status]) => status >= 500);
@@ -203,7 +217,7 @@ describe('webhook against hostile input', () => {
     expect(reply).toContain('"allowed":false');
     expect(reply).toContain('spec.affinity.sessionHeader: Required value');
     process.stdout.write(
-      `[reliability] ${JSON.stringify({ scenario: `hostile corpus to ${path}`, inputs: corpus.length, byStatus: Object.fromEntries([...new Set(statuses.values())].sort().map((s) => [s, [...statuses.values()].filter((v) => v === s).length])), rssBaselineMiB: baseline, rssAfterMiB: after })}\n`,
+      `[reliability] ${JSON.stringify({ scenario: `hostile corpus to ${path}`, inputs: corpus.length, byStatus: Object.fromEntries([...new Set(statuses.values())].sort().map((s) => [s, [...statuses.values()].filter((v) => v === s).length])), rssBaselineMiB: baseline, rssAfterMiB: after, heapUsedBeforeMiB: heapBefore, heapUsedAfterMiB: await heapUsedMiB() })}\n`,
     );
   }, 120_000);
 });
