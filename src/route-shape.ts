@@ -3,8 +3,9 @@
 // - backendRefs without filters collapse into ONE cluster with Maglev: an
 //   outlier-ejected host leaves the table and its keys move to the next cluster;
 // - backendRefs with their own filters become weighted_clusters with
-//   use_hash_policy: the hash picks the cluster before any health check, so an
-//   ejected cluster keeps its keys (retries stay inside it);
+//   use_hash_policy: the hash picks the cluster before any health check, so a
+//   down cluster keeps its keys and every request hashed to it fails with 503
+//   (retries stay inside it; seen through a real Envoy, test/dataplane.int.test.ts);
 // - a per-backendRef URLRewrite *path* rewrite is rejected by Envoy Gateway
 //   (ResolvedRefs=False, requests get 500).
 import { affinityType } from './affinity.ts';
@@ -51,10 +52,11 @@ export function routeShapeWarnings(ms: ModelService, routes: readonly KubeObject
       );
     } else if (shape === 'ClusterPerBackendRef' && ms.spec?.affinity?.fallback === 'NextEndpoint') {
       warnings.push(
-        `spec.affinity.fallback: NextEndpoint is limited on route ${name}: its backendRefs carry their own filters, so Envoy Gateway ` +
-          'picks the cluster by hash before any health check (weighted_clusters); an unhealthy cluster is ejected but keeps its keys ' +
-          '(requests fail or retry on the same cluster) instead of moving to the next cluster. Move the filters to the rule ' +
-          '(per-cluster Host: Backends with hostname and an HTTPRouteFilter hostname type Backend) to get failover',
+        `spec.affinity.fallback: NextEndpoint is limited on route ${name}: its backendRefs carry their own filters, so each is its own ` +
+          'Envoy cluster and the hash picks the cluster before any health check (weighted_clusters). When a cluster is down, every ' +
+          'request hashed to it fails with 503: retries stay inside that cluster and outlier detection cannot move its keys; the other ' +
+          "clusters' keys are unaffected. Move the filters to the rule (per-cluster Host: Backends with hostname and an HTTPRouteFilter " +
+          'hostname type Backend) to get failover',
       );
     }
   }

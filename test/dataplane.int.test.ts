@@ -21,10 +21,12 @@ const TURNS = 5;
 
 let fleet: FleetBed;
 
-function report(what: string, l: Locality): void {
+async function report(what: string, l: Locality): Promise<void> {
+  // Fail-open events explain a request without a hash: the hasher did not answer within messageTimeout.
+  const extProc = (await fleet.dataPlane.stats('ext_proc\\.(message_timeouts|failure_mode_allowed|streams_failed)')).trim().replace(/\n/g, '; ');
   process.stderr.write(
     `[data-plane] ${what}: ${l.laterOnFirstCluster}/${l.laterTurns} later turns on turn 1's cluster, warm ${(l.laterWarm * 100).toFixed(1)}%, ` +
-      `split ${JSON.stringify(l.split)}, failed ${l.failed}/${l.requests}, mean ${l.meanMs.toFixed(1)} ms, p99 ${l.p99Ms.toFixed(1)} ms\n`,
+      `split ${JSON.stringify(l.split)}, failed ${l.failed}/${l.requests}, mean ${l.meanMs.toFixed(1)} ms, p99 ${l.p99Ms.toFixed(1)} ms; Envoy ext_proc ${extProc || 'none'}\n`,
   );
 }
 
@@ -49,7 +51,7 @@ describe.each(SHAPES)('through Envoy on the $shape route ($modelService)', ({ mo
       await fleet.setAffinity(modelService, mode);
       const results = await runConversations(syntheticConversations(CONVERSATIONS, TURNS, 11), { url: fleet.url(modelService), headers: headersFor(mode), concurrency: 16 });
       const l = locality(results);
-      report(`${mode} on ${shape}`, l);
+      await report(`${mode} on ${shape}`, l);
       expect(l.failed).toBe(0);
       if (mode === 'PrefixHash') {
         // What the gateway does with the hasher's answer, whatever the key: one hash, one cluster.
@@ -70,7 +72,7 @@ describe.each(SHAPES)('through Envoy on the $shape route ($modelService)', ({ mo
   it('None spreads the turns: about 1/N of later turns land on turn 1 cluster', async () => {
     await fleet.setAffinity(modelService, 'None');
     const l = locality(await runConversations(syntheticConversations(CONVERSATIONS, TURNS, 12), { url: fleet.url(modelService), concurrency: 16 }));
-    report(`None on ${shape}`, l);
+    await report(`None on ${shape}`, l);
     expect(l.failed).toBe(0);
     const share = l.laterOnFirstCluster / l.laterTurns;
     expect(share).toBeGreaterThan(0.15);
@@ -202,7 +204,7 @@ describe('fail open: the hasher down', () => {
     await new Promise((r) => setTimeout(r, 300));
     await fleet.hashers.kill(hasher);
     const killed = locality(await run);
-    report('hasher SIGKILLed mid-run', killed);
+    await report('hasher SIGKILLed mid-run', killed);
     expect(killed.failed).toBe(0);
     expect(killed.requests).toBe(60 * TURNS);
 
@@ -210,7 +212,7 @@ describe('fail open: the hasher down', () => {
     await fleet.hashers.restart(hasher);
     fleet.hashers.hang(hasher);
     const hung = locality(await runConversations(syntheticConversations(20, 3, 22), { url: fleet.url(modelService), concurrency: 8 }));
-    report('hasher hung (SIGSTOP)', hung);
+    await report('hasher hung (SIGSTOP)', hung);
     expect(hung.failed).toBe(0);
     expect(hung.meanMs).toBeGreaterThan(150);
 
@@ -218,7 +220,7 @@ describe('fail open: the hasher down', () => {
     await fleet.hashers.restart(hasher);
     await fleet.setAffinity(modelService, 'PrefixHash');
     const back = locality(await runConversations(syntheticConversations(100, TURNS, 23), { url: fleet.url(modelService), concurrency: 16 }));
-    report('hasher back', back);
+    await report('hasher back', back);
     expect(back.failed).toBe(0);
     expect(back.laterOnFirstCluster).toBe(back.laterTurns);
   });

@@ -44,6 +44,8 @@ export interface DataPlane {
   adminAddress(): string;
   /** Envoy's live configuration (GET /config_dump). */
   configDump(): Promise<unknown>;
+  /** Envoy's counters whose names match a regular expression (GET /stats?filter=), as "name: value" lines. */
+  stats(filter: string): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -208,6 +210,10 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
       async configDump() {
         const response = await fetch(`http://${adminAddress()}/config_dump?include_eds`);
         return response.json();
+      },
+      async stats(filter) {
+        const response = await fetch(`http://${adminAddress()}/stats?filter=${encodeURIComponent(filter)}`);
+        return response.text();
       },
       stop,
     };

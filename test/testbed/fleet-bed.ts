@@ -64,14 +64,28 @@ async function liveRoute(dataPlane: DataPlane, prefix: string): Promise<string |
   return undefined;
 }
 
-/** The load-balancing policies of the Envoy clusters of a ModelService's route (EG names them httproute/<ns>/<name>/rule/...). */
+const MAGLEV = 'envoy.load_balancing_policies.maglev';
+
+interface LiveCluster {
+  name?: string;
+  lb_policy?: string;
+  load_balancing_policy?: { policies?: Array<{ typed_extension_config?: { name?: string } }> };
+}
+
+/**
+ * The load-balancing policy of each Envoy cluster of a ModelService's route (Envoy Gateway names
+ * them httproute/<ns>/<name>/rule/...): the typed extension's name, which is how Envoy Gateway
+ * v1.9 configures Maglev, else the legacy lb_policy enum.
+ */
 async function liveClusterPolicies(dataPlane: DataPlane, namespace: string, modelService: string): Promise<string[]> {
   const dump = (await dataPlane.configDump()) as { configs?: Array<Record<string, unknown>> };
   const policies: string[] = [];
   for (const config of dump.configs ?? []) {
     if (!String(config['@type']).endsWith('ClustersConfigDump')) continue;
-    for (const active of (config['dynamic_active_clusters'] as Array<{ cluster?: { name?: string; lb_policy?: string } }>) ?? []) {
-      if (active.cluster?.name?.startsWith(`httproute/${namespace}/${modelService}/`)) policies.push(active.cluster.lb_policy ?? 'ROUND_ROBIN');
+    for (const active of (config['dynamic_active_clusters'] as Array<{ cluster?: LiveCluster }>) ?? []) {
+      const cluster = active.cluster;
+      if (!cluster?.name?.startsWith(`httproute/${namespace}/${modelService}/`)) continue;
+      policies.push(cluster.load_balancing_policy?.policies?.[0]?.typed_extension_config?.name ?? cluster.lb_policy ?? 'ROUND_ROBIN');
     }
   }
   return policies;
@@ -126,8 +140,8 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
           const policies = await liveClusterPolicies(dataPlane, ns, ms);
           if (route === undefined || policies.length === 0) return false;
           return mode === 'None'
-            ? !route.includes('"hash_policy"') && policies.every((p) => p !== 'MAGLEV')
-            : route.toLowerCase().includes(`"header_name":"${header}"`) && policies.every((p) => p === 'MAGLEV');
+            ? !route.includes('"hash_policy"') && policies.every((p) => p !== MAGLEV)
+            : route.toLowerCase().includes(`"header_name":"${header}"`) && policies.every((p) => p === MAGLEV);
         },
         90_000,
         diagnose,
