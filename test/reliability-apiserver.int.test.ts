@@ -64,8 +64,10 @@ describe('reconciler against a failing API server', () => {
         await sleep(500);
       }
     })();
-    const downAt = Date.now();
+    const stopAt = Date.now();
+    // SIGTERM: kube-apiserver shuts down gracefully (it stops serving first); the 15 s count from its exit.
     await k.stopApiServer();
+    const downAt = Date.now();
     await sleep(OUTAGE_MS);
     await k.startApiServer();
     const upAt = Date.now();
@@ -87,8 +89,9 @@ describe('reconciler against a failing API server', () => {
     figures('kube-apiserver stopped 15 s mid-convergence, same port', {
       modelServices: count,
       objects: report.present,
+      apiServerShutdownSeconds: (downAt - stopAt) / 1000,
       outageSeconds: (upAt - downAt) / 1000,
-      unreadyAfterSeconds: (firstUnready - downAt) / 1000,
+      unreadyAfterStopSeconds: (firstUnready - stopAt) / 1000,
       readyAgainAfterApiUpSeconds: (readyAgain - upAt) / 1000,
       convergedAfterApiUpSeconds: (at - upAt) / 1000,
       watchFailuresLogged: logLines(proc, 'watch failed; restarting').length,

@@ -5,7 +5,9 @@
 // applies are counted and what kubectl printed is kept), then one SIGTERMed
 // halfway (its drain must lose nothing). Figures go to bench/RELIABILITY.md.
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,6 +26,9 @@ const CONCURRENCY = 4;
 let cp: ControlPlane;
 let certDir: string;
 let haproxy: ManagedProcess;
+/** haproxy's URL, and the CA the registrations trust. */
+let front = '';
+let caPem = '';
 const ports: number[] = [];
 const webhooks: (ManagedProcess | undefined)[] = [];
 const tails = () => [haproxy, ...webhooks].map((p) => `${p?.logFile}:\n${p?.tail(5)}`).join('\n---\n');
@@ -59,7 +64,9 @@ beforeAll(async () => {
   certDir = join(cp.dir, 'webhook-certs');
   const { ca } = makeWebhookCertificates(cp.dir, certDir, 'ha');
   ports.push(await freePort(), await freePort());
-  const front = await freePort();
+  const frontPort = await freePort();
+  front = `https://127.0.0.1:${frontPort}`;
+  caPem = ca.certPem;
   for (const i of [0, 1]) await startWebhook(i);
   // Health-checked on /readyz every 500 ms (one failure takes a server out); a
   // connection that cannot be made is retried on the other server.
@@ -77,7 +84,7 @@ beforeAll(async () => {
       '  retries 3',
       '  option redispatch',
       'frontend webhook',
-      `  bind 127.0.0.1:${front}`,
+      `  bind 127.0.0.1:${frontPort}`,
       '  default_backend webhooks',
       'backend webhooks',
       '  balance roundrobin',
@@ -88,8 +95,8 @@ beforeAll(async () => {
     ].join('\n'),
   );
   haproxy = startProcess(bin, ['-f', config, '-db'], join(cp.dir, 'haproxy.log'));
-  await waitFor('haproxy', async () => (await fetchStatus(front)) === 200, 20_000, () => haproxy.tail());
-  await registerWebhooks(cp, `https://127.0.0.1:${front}`, ca.certPem);
+  await waitFor('haproxy', async () => (await fetchStatus(frontPort)) === 200, 20_000, () => haproxy.tail());
+  await registerWebhooks(cp, front, caPem);
 }, 300_000);
 
 afterAll(async () => {
@@ -141,6 +148,25 @@ function latency(outcomes: Outcome[], faultAt: number) {
   return { p50Ms: percentile(all, 50), p99Ms: percentile(all, 99), faultWindowP50Ms: percentile(around, 50), faultWindowP99Ms: percentile(around, 99), faultWindowApplies: around.length };
 }
 
+/**
+ * Registers, for one apply, a TLS server with the webhook's certificate that
+ * reads each review and destroys the connection unanswered; returns what
+ * kubectl printed, with the registration pointed back at haproxy.
+ */
+async function applyWhileReviewsAreCut(): Promise<string> {
+  const cutter = createTlsServer({ cert: readFileSync(join(certDir, 'tls.crt')), key: readFileSync(join(certDir, 'tls.key')) }, (socket) => socket.once('data', () => socket.destroy()));
+  const port = await new Promise<number>((resolve) => cutter.listen(0, '127.0.0.1', () => resolve((cutter.address() as AddressInfo).port)));
+  try {
+    await registerWebhooks(cp, `https://127.0.0.1:${port}`, caPem);
+    await cp.kubectlOk(['create', 'namespace', 'ha-cut']);
+    const r = await cp.kubectl(['apply', '-f', '-'], { input: stringify(modelServiceFleet(1, 'ha-cut')[0]) });
+    return r.stderr.trim();
+  } finally {
+    await registerWebhooks(cp, front, caPem);
+    await new Promise((resolve) => cutter.close(resolve));
+  }
+}
+
 /** Every stored ModelService went through the mutating webhook (failurePolicy Fail): its defaults are there. */
 async function undefaulted(namespace: string): Promise<string[]> {
   return (await liveModelServices(cp, namespace)).filter((ms) => ms.spec?.affinity?.type !== 'None' && ms.spec?.affinity?.fallback === undefined).map((ms) => String(ms.metadata.name));
@@ -155,10 +181,14 @@ describe('two webhooks behind haproxy', () => {
     expect(await undefaulted('ha-kill')).toEqual([]);
     // At most what could be in flight: one review per kubectl, each on its own connection.
     expect(failed.length).toBeLessThanOrEqual(CONCURRENCY * 2);
+    // What a user sees when a review dies with its webhook: a server that reads the review and drops the connection, as a SIGKILL mid-review does.
+    const printed = await applyWhileReviewsAreCut();
+    expect(printed).toContain('failed calling webhook');
     figures('webhook SIGKILL behind haproxy during 2,000 kubectl applies', {
       applies: APPLIES,
       failed: failed.length,
       kubectlPrinted: [...new Set(failed.map((f) => f.stderr))],
+      kubectlPrintsForAReviewCutMidway: printed,
       ...latency(outcomes, faultAt),
     });
     // Back for the next scenario, once haproxy's health check has seen it up again.
@@ -179,9 +209,10 @@ describe('two webhooks behind haproxy', () => {
       .tail(1_000_000)
       .split('\n')
       .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as { msg: string; servedWhileDraining?: number; cutInFlight?: number; ms?: number })
+      .map((l) => JSON.parse(l) as { msg: string; ended?: string; servedWhileDraining?: number; cutInFlight?: number; ms?: number })
       .find((l) => l.msg === 'drained');
     expect(drainLine?.cutInFlight).toBe(0);
+    expect(drainLine?.ended).toBe('quiet');
     figures('webhook SIGTERM (drain) behind haproxy during 2,000 kubectl applies', {
       applies: APPLIES,
       failed: failed.length,

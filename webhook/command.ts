@@ -13,6 +13,6 @@ export function registerWebhookCommand(program: Command): void {
       const logger = createLogger('webhook');
       const { startWebhookServer } = await import('./server.ts');
       const webhook = await startWebhookServer({ port: opts.port, host: opts.host, certDir: opts.certDir, logger });
-      exitOnSignal(() => webhook.drain());
+      exitOnSignal(async () => void (await webhook.drain()));
     });
 }

@@ -131,7 +131,17 @@ describe('webhook drain (SIGTERM)', () => {
     expect(late.status).toBe(200);
     expect(JSON.parse(late.body).response.allowed).toBe(true);
     expect(late.connection).toBe('close');
-    await drained;
+    // The balancer's health checks keep coming; only reviews hold a drain open.
+    let probing = true;
+    const probes = (async () => {
+      while (probing) {
+        await send('GET', '/readyz').catch(() => (probing = false));
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    expect(await drained).toEqual({ ended: 'quiet', servedWhileDraining: 1, cutInFlight: 0 });
+    probing = false;
+    await probes;
     await expect(send('GET', '/healthz')).rejects.toThrow(/ECONNREFUSED/);
     agent.destroy();
   });

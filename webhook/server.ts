@@ -29,7 +29,15 @@ export interface RunningWebhook {
    * arrived for DRAIN_QUIET_MS the listener closes, in-flight reviews finish
    * (at most DRAIN_TIMEOUT_MS), and then everything closes. Idempotent.
    */
-  drain(): Promise<void>;
+  drain(): Promise<DrainOutcome>;
+}
+
+export interface DrainOutcome {
+  /** 'quiet': reviews stopped coming; 'bound': DRAIN_TIMEOUT_MS passed first. */
+  ended: 'quiet' | 'bound';
+  servedWhileDraining: number;
+  /** Reviews still unanswered when the drain closed their connections (0 unless the bound was hit). */
+  cutInFlight: number;
 }
 
 /** A second without a new review: the balancer has noticed /readyz failing and sends nothing more here. */
@@ -50,7 +58,8 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
   const pair = await readCertificatePair(certDir);
   const server = createServer({ ...pair, minVersion: 'TLSv1.2' }, (req, res) => {
     inFlight++;
-    lastRequestAt = Date.now();
+    // Only reviews keep a drain open: the balancer's health checks keep coming until the process exits.
+    if (req.method === 'POST') lastRequestAt = Date.now();
     res.once('close', () => inFlight--);
     // While draining, each kept-alive connection ends after this answer, so the client's next review opens a connection the balancer sends elsewhere.
     if (draining) res.setHeader('connection', 'close');
@@ -79,22 +88,24 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
       server.close(() => resolve());
       server.closeAllConnections();
     });
-  let drained: Promise<void> | undefined;
-  const drain = async () => {
+  let drained: Promise<DrainOutcome> | undefined;
+  const drain = async (): Promise<DrainOutcome> => {
     draining = true;
     const started = Date.now();
     lastRequestAt = Math.max(lastRequestAt, started);
     logger.info({ inFlight }, 'draining: /readyz fails, answers close their connection');
     let served = 0;
-    const count = () => served++;
-    server.on('request', count);
+    server.on('request', (req: { method?: string }) => void (req.method === 'POST' && served++));
     while (Date.now() - lastRequestAt < DRAIN_QUIET_MS && Date.now() - started < DRAIN_TIMEOUT_MS) await sleep(100);
+    const ended = Date.now() - lastRequestAt >= DRAIN_QUIET_MS ? 'quiet' : 'bound';
     // No new connections; idle kept-alive ones closed; the in-flight reviews still get their answers.
     server.close();
     server.closeIdleConnections();
     while (inFlight > 0 && Date.now() - started < DRAIN_TIMEOUT_MS) await sleep(20);
-    logger.info({ servedWhileDraining: served, cutInFlight: inFlight, ms: Date.now() - started }, 'drained');
+    const outcome: DrainOutcome = { ended, servedWhileDraining: served, cutInFlight: inFlight };
+    logger.info({ ...outcome, ms: Date.now() - started }, 'drained');
     await close();
+    return outcome;
   };
   return { server, port, close, drain: () => (drained ??= drain()) };
 }
