@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { generatedNames } from '../../src/naming.ts';
 import type { Kubectl } from './control-plane.ts';
+import { send } from './conversations.ts';
 import { type DataPlane, startDataPlane } from './data-plane.ts';
 import { type ClusterAddress, type RouteShapeName, backend, httpRoute, routePrefix, yamlDocuments } from './fleet.ts';
 import { type HasherPods, startHasherPods } from './hasher-pods.ts';
@@ -91,6 +92,53 @@ async function liveClusterPolicies(dataPlane: DataPlane, namespace: string, mode
   return policies;
 }
 
+export interface RoutedBy {
+  dataPlane: DataPlane;
+  hashers: HasherPods;
+  namespace: string;
+  modelService: string;
+  mode: AffinityMode;
+  /** A chat completions URL of the ModelService's route, for the hasher probe. */
+  url: string;
+  diagnose?: () => string;
+}
+
+/**
+ * Waits until Envoy routes a ModelService by its affinity: the route's hash_policy names the header
+ * (or is gone for None), the route's clusters balance with Maglev (or not), and for PrefixHash a
+ * request reaches a cluster with a hash the hasher set. Routes and clusters arrive in separate xDS
+ * updates; a request between them hashes into a cluster that does not balance by hash yet.
+ */
+export async function waitUntilRouted(r: RoutedBy): Promise<void> {
+  const { dataPlane, namespace: ns, modelService: ms, mode } = r;
+  // Envoy Gateway keeps the header name's letter case in the hash policy; Envoy compares it case-insensitively.
+  const header = (mode === 'Session' ? SESSION_HEADER : 'x-prompt-hash').toLowerCase();
+  await waitFor(
+    `Envoy's route for ${ns}/${ms} to ${mode === 'None' ? 'hash nothing' : `hash ${header} into Maglev clusters`}`,
+    async () => {
+      const route = await liveRoute(dataPlane, routePrefix(ns, ms));
+      const policies = await liveClusterPolicies(dataPlane, ns, ms);
+      if (route === undefined || policies.length === 0) return false;
+      return mode === 'None'
+        ? !route.includes('"hash_policy"') && policies.every((p) => p !== MAGLEV)
+        : route.toLowerCase().includes(`"header_name":"${header}"`) && policies.every((p) => p === MAGLEV);
+    },
+    90_000,
+    r.diagnose,
+  );
+  if (mode !== 'PrefixHash') return;
+  await r.hashers.waitForPod(generatedNames(ms).prefixHash, 90_000);
+  await waitFor(
+    `requests to ${ms} to carry a hasher-set x-prompt-hash`,
+    async () => {
+      const probe = await send(r.url, JSON.stringify({ model: 'probe', messages: [{ role: 'user', content: `probe ${Date.now()}` }] }));
+      return probe.status === 200 && /^[0-9a-f]{16}$/.test(probe.promptHash);
+    },
+    90_000,
+    r.diagnose,
+  );
+}
+
 export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed> {
   const k = options.kubectl;
   const ns = options.namespace;
@@ -126,39 +174,7 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
       await k.kubectlOk(['apply', '-f', '-'], {
         input: stringify({ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: ms, namespace: ns }, spec: { endpoints: clusters.map(() => ({ weight: 1 })), affinity } }),
       });
-      const names = generatedNames(ms);
-      // Envoy Gateway keeps the header name's letter case in the hash policy; Envoy compares it case-insensitively.
-      const header = (mode === 'Session' ? SESSION_HEADER : 'x-prompt-hash').toLowerCase();
-      const diagnose = () => reconciler.tail(20);
-      // Envoy routes by the policy: the route's hash_policy names the header (or is gone for None), and
-      // the route's clusters balance with Maglev (or not). Routes and clusters arrive in separate xDS
-      // updates; a request between them hashes into a cluster that does not balance by hash yet.
-      await waitFor(
-        `Envoy's route for ${ns}/${ms} to ${mode === 'None' ? 'hash nothing' : `hash ${header} into Maglev clusters`}`,
-        async () => {
-          const route = await liveRoute(dataPlane, routePrefix(ns, ms));
-          const policies = await liveClusterPolicies(dataPlane, ns, ms);
-          if (route === undefined || policies.length === 0) return false;
-          return mode === 'None'
-            ? !route.includes('"hash_policy"') && policies.every((p) => p !== MAGLEV)
-            : route.toLowerCase().includes(`"header_name":"${header}"`) && policies.every((p) => p === MAGLEV);
-        },
-        90_000,
-        diagnose,
-      );
-      if (mode !== 'PrefixHash') return;
-      await hashers.waitForPod(names.prefixHash, 90_000);
-      // The hasher is in the request path once a request reaches a cluster with the hash it set.
-      await waitFor(
-        `requests to ${ms} to carry a hasher-set x-prompt-hash`,
-        async () => {
-          const { send } = await import('./conversations.ts');
-          const r = await send(url(ms), JSON.stringify({ model: 'probe', messages: [{ role: 'user', content: `probe ${Date.now()}` }] }));
-          return r.status === 200 && /^[0-9a-f]{16}$/.test(r.promptHash);
-        },
-        90_000,
-        diagnose,
-      );
+      await waitUntilRouted({ dataPlane, hashers, namespace: ns, modelService: ms, mode, url: url(ms), diagnose: () => reconciler.tail(20) });
     }
 
     async function setRouteClusters(ms: string, clusterNames: readonly string[]): Promise<void> {
@@ -167,7 +183,6 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
       const chosen = addresses.filter((a) => clusterNames.includes(a.name));
       await k.kubectlOk(['apply', '-f', '-'], { input: yamlDocuments([httpRoute(ns, ms, shape, chosen)]) });
       // Envoy has the new endpoints once distinct requests reach exactly these clusters.
-      const { send } = await import('./conversations.ts');
       await waitFor(
         `Envoy to route ${ms} to ${clusterNames.join(', ')}`,
         async () => {
