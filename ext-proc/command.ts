@@ -32,7 +32,7 @@ export function registerExtProcCommand(program: Command): Command {
       // command sets it before the server allocates anything.
       setFlagsFromString('--no-allocation-site-pretenuring');
       // Loaded only when this command runs: other commands need neither gRPC nor the Envoy protos.
-      const { runExtProc } = await import('./server.ts');
+      const { runExtProc } = await import('./signals.ts');
       await runExtProc({ ...options, logger: createLogger('ext-proc') });
     });
 }
