@@ -5,13 +5,15 @@
 import type { Logger } from 'pino';
 import { type KubeObject, MODEL_SERVICE_API_VERSION, MODEL_SERVICE_KIND, MODEL_SERVICE_PLURAL, type ModelService } from '../src/model-service.ts';
 import { CROSSPLANE_COMPOSITE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_SERVICE_LABEL, labelValue } from '../src/naming.ts';
+import { AI_GATEWAY_API_VERSION, AI_GATEWAY_ROUTE_KIND, AI_GATEWAY_ROUTE_PLURAL, modelsNamed } from '../src/ai-gateway.ts';
 import { AFFINITY_READY } from '../src/conditions.ts';
-import { objectKey } from '../src/ownership.ts';
+import { crossNamespaceOwnerKey, objectKey } from '../src/ownership.ts';
+import type { RouteView } from '../src/route-shape.ts';
 import { DEFAULT_WATCH_FAILURE_BOUND_MS, type InformerHealth, type Readiness, STARTING, informerReadiness } from '../src/readiness.ts';
 import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions } from '../src/render.ts';
 import { KubeApiError, type KubeClient } from './kube.ts';
 import { Informer, type InformerOptions, type Watched } from './informer.ts';
-import { type Plan, type PlanCache, mustRecreate, plan, writeFailed } from './plan.ts';
+import { type Plan, type PlanCache, mustRecreate, orphans, plan, writeFailed } from './plan.ts';
 import { DEFAULT_WORKERS, WorkQueue } from './queue.ts';
 import { type Writer, refFor } from './writer.ts';
 
@@ -29,6 +31,9 @@ export interface ReconcilerOptions extends RenderOptions {
  * request per informer).
  */
 const WATCH_RESTART_MAX_MS = 5_000;
+
+/** How often a kind the cluster does not serve (AIGatewayRoute without Envoy AI Gateway) is listed again, to notice its CRD arriving. */
+const NOT_SERVED_RETRY_MS = 30_000;
 
 function withoutManagedFields<T extends Watched>(object: T): T {
   if (object.metadata) delete object.metadata.managedFields;
@@ -55,6 +60,10 @@ export class Reconciler {
   private readonly owned = new Map<string, Informer<KubeObject>>();
   /** HTTPRoutes, read only to tell what failover their shape allows (src/route-shape.ts). */
   private routes?: Informer<KubeObject>;
+  /** AIGatewayRoutes of every namespace, when the cluster serves them (Envoy AI Gateway), read only. */
+  private aiGatewayRoutes?: Informer<KubeObject>;
+  /** The models each AIGatewayRoute named when last seen: a route that stops naming one must still reconcile it. */
+  private readonly aiGatewayRouteModels = new Map<string, string[]>();
   /** Per informer: listed yet, and since when its list or watch has been failing (readiness). */
   private readonly health = new Map<Informer<Watched>, InformerHealth>();
   private started = false;
@@ -79,15 +88,28 @@ export class Reconciler {
     apiVersion: string,
     kind: string,
     plural: string,
-    options: Pick<InformerOptions<T>, 'labelSelector' | 'transform' | 'indexBy'> = {},
+    options: Pick<InformerOptions<T>, 'labelSelector' | 'transform' | 'indexBy'> & { optional?: boolean } = {},
   ): Informer<T> {
+    const { optional, ...informerOptions } = options;
     // Dropping managedFields keeps them out of memory (as controller-runtime's default transform does).
-    const informer = new Informer<T>(this.client, { ref: { apiVersion, plural }, kind, transform: withoutManagedFields, ...options });
+    const informer = new Informer<T>(this.client, { ref: { apiVersion, plural }, kind, transform: withoutManagedFields, ...informerOptions });
     const health: InformerHealth = { kind, synced: false, failingSince: undefined };
     this.health.set(informer as unknown as Informer<Watched>, health);
     let failures = 0;
     informer.on('error', (error: unknown) => {
       if (this.stopped) return;
+      if (optional && error instanceof KubeApiError && error.status === 404) {
+        // Not installed is a state, not a failure: readiness stays, and the kind is looked for again now and then.
+        if (!health.notServed) this.logger.info({ kind, retryInMs: NOT_SERVED_RETRY_MS }, 'kind not served by this cluster; looking again periodically');
+        health.notServed = true;
+        health.failingSince = undefined;
+        const timer = setTimeout(() => {
+          this.restartTimers.delete(timer);
+          if (!this.stopped) informer.start().catch(() => undefined);
+        }, NOT_SERVED_RETRY_MS);
+        this.restartTimers.add(timer);
+        return;
+      }
       health.failingSince ??= Date.now();
       const delay = Math.min(WATCH_RESTART_MAX_MS, 500 * 2 ** failures++);
       this.logger.warn({ kind, error: (error as Error)?.message ?? String(error), retryInMs: delay }, 'watch failed; restarting');
@@ -97,7 +119,10 @@ export class Reconciler {
       }, delay);
       this.restartTimers.add(timer);
     });
-    informer.on('listed', () => (health.synced = true));
+    informer.on('listed', () => {
+      health.synced = true;
+      health.notServed = false;
+    });
     informer.on('connect', () => {
       if (health.failingSince !== undefined) {
         // The reconciles that failed meanwhile failed for the outage: retry them now, not after their backoff.
@@ -121,15 +146,21 @@ export class Reconciler {
         labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`,
         transform: withoutManagedFieldsOrStatus,
         // Pruning asks for what one ModelService controls; scanning the whole cache for it made a storm quadratic.
-        indexBy: (o) => o.metadata.ownerReferences?.find((r) => r.controller)?.uid,
+        // Objects in other namespaces have no owner uid: their labels' `<namespace>/<name>` (no uid has a slash).
+        indexBy: (o) => o.metadata.ownerReferences?.find((r) => r.controller)?.uid ?? crossNamespaceOwnerKey(o),
       });
       // A generated object changed or vanished: reconcile its owner (drift repair).
       const enqueueOwner = (o: KubeObject) => {
         const owner = o.metadata?.ownerReferences?.find((r) => r.controller && r.kind === MODEL_SERVICE_KIND);
         if (owner) this.queue.add(keyOf(o.metadata?.namespace, owner.name));
+        else this.enqueueLabelledOwner(o);
       };
       informer.on('update', enqueueOwner);
       informer.on('delete', enqueueOwner);
+      // An object in another namespace whose ModelService is gone (an orphan) shows up as an add, at start too.
+      informer.on('add', (o) => {
+        if (!o.metadata.ownerReferences?.length) this.enqueueLabelledOwner(o);
+      });
       this.owned.set(kind.kind, informer);
     }
 
@@ -142,9 +173,27 @@ export class Reconciler {
     };
     for (const verb of ['add', 'update', 'delete'] as const) this.routes.on(verb, enqueueRouteOwners);
 
-    const starts = [this.modelServices, ...this.owned.values(), this.routes].map((informer, i) =>
+    this.aiGatewayRoutes = this.informer<KubeObject>(AI_GATEWAY_API_VERSION, AI_GATEWAY_ROUTE_KIND, AI_GATEWAY_ROUTE_PLURAL, { optional: true });
+    const enqueueModels = (route: KubeObject, gone = false) => {
+      const key = keyOf(route.metadata?.namespace, route.metadata?.name);
+      const named = modelsNamed(route);
+      for (const model of new Set([...(this.aiGatewayRouteModels.get(key) ?? []), ...named])) this.queue.add(model);
+      if (gone) this.aiGatewayRouteModels.delete(key);
+      else this.aiGatewayRouteModels.set(key, named);
+      enqueueRouteOwners(route);
+    };
+    this.aiGatewayRoutes.on('add', (r) => enqueueModels(r));
+    this.aiGatewayRoutes.on('update', (r) => enqueueModels(r));
+    this.aiGatewayRoutes.on('delete', (r) => enqueueModels(r, true));
+    // Reconciled while AIGatewayRoutes were unknown or not served, a ModelService may keep objects it no longer needs.
+    this.aiGatewayRoutes.on('listed', () => {
+      if (this.started) for (const ms of this.modelServices?.list() ?? []) enqueueModelService(ms);
+    });
+
+    const starts = [this.modelServices, ...this.owned.values(), this.routes, this.aiGatewayRoutes].map((informer, i) =>
       informer.start().catch((error: Error) => {
-        // A missing Envoy Gateway CRD must not stop the rest; the error handler retries it.
+        // A missing Envoy Gateway CRD must not stop the rest; the error handler retries it (and has said so for a kind not served).
+        if (this.health.get(informer as unknown as Informer<Watched>)?.notServed) return;
         this.logger.warn({ informer: i, error: error.message }, 'informer could not start yet; retrying');
       }),
     );
@@ -159,7 +208,7 @@ export class Reconciler {
     this.stopped = true;
     this.queue.shutDown();
     for (const timer of this.restartTimers) clearTimeout(timer);
-    for (const informer of [this.modelServices, ...this.owned.values(), this.routes]) await informer?.stop();
+    for (const informer of [this.modelServices, ...this.owned.values(), this.routes, this.aiGatewayRoutes]) await informer?.stop();
     await this.workersDone;
   }
 
@@ -184,7 +233,24 @@ export class Reconciler {
     return {
       get: (kind, namespace, name) => this.owned.get(kind)?.get(name, namespace) ?? namesakes.get(objectKey({ kind, metadata: { namespace, name } })),
       controlledBy: (uid) => [...this.owned.values()].flatMap((informer) => informer.byIndex(uid)),
+      labelledFor: (ownerKey) => [...this.owned.values()].flatMap((informer) => informer.byIndex(ownerKey)),
     };
+  }
+
+  /** The ModelService a labelled object of another namespace belongs to (its label may hold a shortened name). */
+  private enqueueLabelledOwner(o: KubeObject): void {
+    const owner = crossNamespaceOwnerKey(o);
+    if (owner === undefined) return;
+    const [namespace, value] = owner.split('/') as [string, string];
+    const ms = this.modelServices?.list(namespace).find((m) => labelValue(m.metadata.name ?? '') === value);
+    this.queue.add(keyOf(namespace, ms?.metadata.name ?? value));
+  }
+
+  /** What the route discovery reads: AIGatewayRoutes are [] when not served, undefined until listed. */
+  private routeView(): RouteView {
+    const health = this.aiGatewayRoutes && this.health.get(this.aiGatewayRoutes as unknown as Informer<Watched>);
+    const aiGatewayRoutes = health?.notServed ? [] : health?.synced ? (this.aiGatewayRoutes?.list() ?? []) : undefined;
+    return { httpRoutes: this.routes?.list() ?? [], aiGatewayRoutes };
   }
 
   /**
@@ -206,7 +272,8 @@ export class Reconciler {
   async reconcile(key: string): Promise<void> {
     const [namespace, name] = key.split('/') as [string, string];
     const ms = this.modelServices?.get(name, namespace);
-    const routes = this.routes?.list(namespace) ?? [];
+    if (!ms) return this.pruneOrphans(namespace, name);
+    const routes = this.routeView();
     const namesakes = new Map<string, KubeObject | null>();
     let next = plan(ms, this.planCache(namesakes), routes, this.options, new Date());
     let writing: KubeObject | undefined;
@@ -216,8 +283,9 @@ export class Reconciler {
         namesakes.set(objectKey(object), await this.lookUp(object));
       }
       if (next.lookups.length > 0) next = plan(ms, this.planCache(namesakes), routes, this.options, new Date());
-      if (!ms) return;
       const cache = this.planCache(namesakes);
+      // Before anything is created in another namespace, so that deleting the ModelService waits for its cleanup.
+      if (next.finalizer === 'add') await this.writer.finalizer(key, ms, 'add');
       for (const object of next.apply) {
         writing = object;
         await this.writer.apply(key, object).catch(async (error: unknown) => {
@@ -234,11 +302,25 @@ export class Reconciler {
         await this.writer.delete(key, object);
         this.logger.info({ object: objectKey(object) }, 'pruned');
       }
+      if (next.finalizer === 'remove') await this.writer.finalizer(key, ms, 'remove');
     } catch (error) {
       await this.report(ms as ModelService, writeFailed(ms as ModelService, writing, error as Error & { status?: number }, ENVOY_GATEWAY_API_VERSION, new Date())).catch(() => undefined);
       throw error;
     }
     await this.report(ms, next);
+  }
+
+  /**
+   * No ModelService under this key: delete what it left in other namespaces
+   * (the garbage collector takes the rest). Its label may hold a shortened
+   * name that a live ModelService of the namespace shares: then they are that one's.
+   */
+  private async pruneOrphans(namespace: string, name: string): Promise<void> {
+    if (this.modelServices?.list(namespace).some((m) => labelValue(m.metadata.name ?? '') === labelValue(name))) return;
+    for (const object of orphans(this.planCache(new Map()), namespace, name)) {
+      await this.writer.delete(keyOf(namespace, name), object);
+      this.logger.info({ object: objectKey(object), modelService: keyOf(namespace, name) }, 'pruned an object whose ModelService is gone');
+    }
   }
 
   /** Writes AffinityReady (when it changed) and the plan's Events. */

@@ -2,7 +2,10 @@ import { describe, expect, it } from 'vitest';
 import type { Condition, KubeObject } from '../src/model-service.ts';
 import { ENVOY_GATEWAY_API_VERSION, render } from '../src/render.ts';
 import { modelService } from '../test/fixtures/model-service.ts';
-import { type PlanCache, mustRecreate, plan, writeFailed } from './plan.ts';
+import { crossNamespaceNames } from '../src/naming.ts';
+import { crossNamespaceOwnerKey } from '../src/ownership.ts';
+import type { RouteView } from '../src/route-shape.ts';
+import { type PlanCache, finalizerPatch, mustRecreate, orphans, plan, writeFailed } from './plan.ts';
 
 const OPTIONS = { extProcImage: 'registry.example/mpa:test' };
 const NOW = new Date('2026-01-02T03:04:05.678Z');
@@ -13,17 +16,21 @@ const owned = (affinity: unknown, status?: { conditions: Condition[] }) => model
 
 /** What the reconciler would have applied for this affinity: the live objects of a converged ModelService. */
 const rendered = (affinity: unknown) => render(owned(affinity), OPTIONS).objects;
-const names = (objects: readonly KubeObject[]) => objects.map((o) => `${o.kind}/${o.metadata.name}`);
+const names = (objects: readonly KubeObject[]) => objects.map((o) => `${o.kind}/${o.metadata.namespace === 'ml' ? '' : `${o.metadata.namespace}/`}${o.metadata.name}`);
 
-/** Caches holding `live` (our label) and `namesakes` (looked up: an object or null for none). */
+/** Caches holding `live` (our label) and `namesakes` (looked up: an object or null for none), keyed `Kind/name` or `Kind/namespace/name`. */
 function cacheOf(live: KubeObject[], namesakes: Record<string, KubeObject | null> = {}): PlanCache {
-  const key = (kind: string, name: string) => `${kind}/${name}`;
-  const byKey = new Map(live.map((o) => [key(o.kind, o.metadata.name ?? ''), o]));
+  const key = (kind: string, namespace: string, name: string) => (namespace === 'ml' ? `${kind}/${name}` : `${kind}/${namespace}/${name}`);
+  const byKey = new Map(live.map((o) => [key(o.kind, o.metadata.namespace ?? 'ml', o.metadata.name ?? ''), o]));
   return {
-    get: (kind, _namespace, name) => byKey.get(key(kind, name)) ?? namesakes[key(kind, name)],
+    get: (kind, namespace, name) => byKey.get(key(kind, namespace, name)) ?? namesakes[key(kind, namespace, name)],
     controlledBy: (uid) => live.filter((o) => o.metadata.ownerReferences?.some((r) => r.controller && r.uid === uid)),
+    labelledFor: (owner) => live.filter((o) => crossNamespaceOwnerKey(o) === owner),
   };
 }
+
+/** HTTPRoutes only, on a cluster without Envoy AI Gateway. */
+const only = (httpRoutes: KubeObject[] = []): RouteView => ({ httpRoutes, aiGatewayRoutes: [] });
 const noneExist = (affinity: unknown) => Object.fromEntries(names(rendered(affinity)).map((n) => [n, null]));
 
 const converged = (reason: string, message: string): { conditions: Condition[] } => ({
@@ -41,7 +48,7 @@ const shapedRoute: KubeObject = {
 const edited = (o: KubeObject): KubeObject => ({ ...o, spec: { ...(o.spec as object), loadBalancer: { type: 'RoundRobin' } } });
 
 /** A row's expectations default to "writes nothing". */
-const NOTHING = { lookups: [] as string[], apply: [] as string[], prune: [] as string[], conflicts: [] as string[], reason: undefined as string | undefined, events: [] as string[], routes: [] as KubeObject[] };
+const NOTHING = { lookups: [] as string[], apply: [] as string[], prune: [] as string[], conflicts: [] as string[], reason: undefined as string | undefined, events: [] as string[], routes: only() };
 
 describe('plan', () => {
   it.each([
@@ -125,9 +132,10 @@ describe('plan', () => {
       name: 'a selected route with per-backendRef filters gives FailoverLimited and a Warning',
       ms: owned({ ...SESSION, fallback: 'NextEndpoint' }, sessionApplied),
       cache: cacheOf(rendered(SESSION)),
-      routes: [shapedRoute, { ...shapedRoute, metadata: { ...shapedRoute.metadata, namespace: 'elsewhere' } }],
+      routes: only([shapedRoute, { ...shapedRoute, metadata: { ...shapedRoute.metadata, namespace: 'elsewhere' } }]),
       reason: 'FailoverLimited',
-      events: ['Warning FailoverLimited'],
+      // The route's own Event, then the condition's.
+      events: ['Warning FailoverLimited', 'Warning FailoverLimited'],
     },
     {
       ...NOTHING,
@@ -153,12 +161,12 @@ describe('plan', () => {
 
   it('prunes only what this ModelService controls, by uid, never by name or label', () => {
     const theirs = { ...rendered(PREFIX)[0], metadata: { ...rendered(PREFIX)[0]?.metadata, ownerReferences: [{ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', name: 'kimi', uid: 'an-earlier-kimi', controller: true }] } } as KubeObject;
-    const cache: PlanCache = { get: cacheOf(rendered(SESSION)).get, controlledBy: () => [theirs] };
-    expect(plan(owned(SESSION), cache, [], OPTIONS, NOW).prune).toEqual([]);
+    const cache: PlanCache = { ...cacheOf(rendered(SESSION)), controlledBy: () => [theirs] };
+    expect(plan(owned(SESSION), cache, only(), OPTIONS, NOW).prune).toEqual([]);
   });
 
   it('writes the condition with the generation it saw, and moves lastTransitionTime only when the status flips', () => {
-    const p = plan(owned(SESSION, converged('Applied', 'old message')), cacheOf(rendered(SESSION)), [], OPTIONS, NOW);
+    const p = plan(owned(SESSION, converged('Applied', 'old message')), cacheOf(rendered(SESSION)), only(), OPTIONS, NOW);
     expect(p.condition).toEqual({
       type: 'AffinityReady',
       status: 'True',
@@ -167,15 +175,238 @@ describe('plan', () => {
       observedGeneration: 3,
       lastTransitionTime: '2026-01-01T00:00:00Z',
     });
-    const flipped = plan(owned({ type: 'Session' }, converged('Applied', 'old message')), cacheOf([]), [], OPTIONS, NOW);
+    const flipped = plan(owned({ type: 'Session' }, converged('Applied', 'old message')), cacheOf([]), only(), OPTIONS, NOW);
     expect(flipped.condition).toMatchObject({ status: 'False', reason: 'InvalidSpec', lastTransitionTime: '2026-01-02T03:04:05Z' });
     expect(flipped.condition?.message).toContain('spec.affinity.sessionHeader: Required value');
   });
 
   it('names the objects held by someone else and how to fix it', () => {
-    const p = plan(owned(SESSION), cacheOf([], { 'BackendTrafficPolicy/kimi-affinity': squatter }), [], OPTIONS, NOW);
+    const p = plan(owned(SESSION), cacheOf([], { 'BackendTrafficPolicy/kimi-affinity': squatter }), only(), OPTIONS, NOW);
     expect(p.condition?.message).toBe('BackendTrafficPolicy kimi-affinity already exist and are not controlled by this ModelService; rename or delete them (they are left untouched)');
   });
+});
+
+/** Envoy AI Gateway: an AIGatewayRoute in modelplane-system routes model ml/kimi (Modelplane's shape). */
+describe('plan with AIGatewayRoutes', () => {
+  const ROUTES_NS = 'modelplane-system';
+  const away = crossNamespaceNames('ml', 'kimi');
+  const modelRule = (model = 'ml/kimi') => ({ matches: [{ headers: [{ type: 'Exact', name: 'x-ai-eg-model', value: model }] }], backendRefs: [{ name: 'a' }, { name: 'b', priority: 1 }] });
+  const poolRule = { matches: [{ headers: [{ name: 'x-ai-eg-model', value: 'ml/kimi' }] }], backendRefs: [{ group: 'inference.networking.k8s.io', kind: 'InferencePool', name: 'kimi-pool' }] };
+  const aiRoute = (name: string, rules: unknown[], namespace = ROUTES_NS, labels?: Record<string, string>): KubeObject => ({
+    apiVersion: 'aigateway.envoyproxy.io/v1beta1',
+    kind: 'AIGatewayRoute',
+    metadata: { name, namespace, ...(labels ? { labels } : {}) },
+    spec: { rules },
+  });
+  const generated = (name: string, rules: unknown[]): KubeObject => ({
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'HTTPRoute',
+    metadata: { name, namespace: 'ml', labels: { 'affinity.modelplane.ai/model-service': 'kimi' }, annotations: { 'gateway.envoyproxy.io/ai-gateway-generated': 'true' } },
+    spec: { rules: [...rules, { matches: [{ path: { type: 'PathPrefix', value: '/' } }], filters: [{ type: 'ExtensionRef' }] }] },
+  });
+  const ai = (...aiGatewayRoutes: KubeObject[]): RouteView => ({ httpRoutes: [], aiGatewayRoutes });
+  const route = aiRoute('ml-kimi', [modelRule()]);
+  const withFinalizer = (ms: ReturnType<typeof owned>) => ({ ...ms, metadata: { ...ms.metadata, finalizers: ['affinity.modelplane.ai/cleanup'] } });
+  /** The live objects after a converged pass with this route. */
+  const convergedWith = (affinity: unknown, routes: RouteView) => {
+    const ms = owned(affinity);
+    const first = plan(ms, cacheOf([], Object.fromEntries(names(plan(ms, cacheOf([]), routes, OPTIONS, NOW).lookups).map((n) => [n, null]))), routes, OPTIONS, NOW);
+    return first.desired;
+  };
+  const sessionAway = `BackendTrafficPolicy/${ROUTES_NS}/${away.backendTrafficPolicy}`;
+  const FINAL = { ...NOTHING, finalizer: undefined as string | undefined };
+
+  it.each([
+    {
+      ...FINAL,
+      name: 'a route in another namespace: the policy there is looked up first, like every first write',
+      ms: owned(SESSION),
+      cache: cacheOf([]),
+      routes: ai(route),
+      lookups: ['BackendTrafficPolicy/kimi-affinity', sessionAway],
+    },
+    {
+      ...FINAL,
+      name: 'Session: a BackendTrafficPolicy in the route namespace too, after the finalizer that will clean it up',
+      ms: owned(SESSION),
+      cache: cacheOf([], { 'BackendTrafficPolicy/kimi-affinity': null, [sessionAway]: null }),
+      routes: ai(route),
+      apply: ['BackendTrafficPolicy/kimi-affinity', sessionAway],
+      finalizer: 'add',
+      reason: 'Applied',
+      events: ['Normal RouteAttached', 'Normal Applied'],
+    },
+    {
+      ...FINAL,
+      name: 'PrefixHash: both policies in the route namespace and a ReferenceGrant beside the hasher, Service and grant before the policies',
+      ms: owned(PREFIX),
+      cache: cacheOf([], Object.fromEntries([...names(rendered(PREFIX)), 'ReferenceGrant/kimi-prefix-hash', `EnvoyExtensionPolicy/${ROUTES_NS}/${away.prefixHash}`, sessionAway].map((n) => [n, null]))),
+      routes: ai(route),
+      apply: [
+        'Service/kimi-prefix-hash',
+        'Deployment/kimi-prefix-hash',
+        'PodDisruptionBudget/kimi-prefix-hash',
+        'ReferenceGrant/kimi-prefix-hash',
+        'EnvoyExtensionPolicy/kimi-prefix-hash',
+        `EnvoyExtensionPolicy/${ROUTES_NS}/${away.prefixHash}`,
+        'BackendTrafficPolicy/kimi-affinity',
+        sessionAway,
+      ],
+      finalizer: 'add',
+      reason: 'Applied',
+      events: ['Normal RouteAttached', 'Normal Applied'],
+    },
+    {
+      ...FINAL,
+      name: 'converged, finalizer held: nothing to write',
+      ms: withFinalizer(owned(SESSION, converged('Applied', `applied BackendTrafficPolicy kimi-affinity, BackendTrafficPolicy ${ROUTES_NS}/${away.backendTrafficPolicy}; routes: AIGatewayRoute ${ROUTES_NS}/ml-kimi`))),
+      cache: cacheOf(convergedWith(SESSION, ai(route))),
+      routes: ai(route),
+    },
+    {
+      ...FINAL,
+      name: 'type None: the objects in other namespaces are pruned by their labels, then the finalizer goes',
+      ms: withFinalizer(owned({ type: 'None' })),
+      cache: cacheOf(convergedWith(PREFIX, ai(route))),
+      routes: ai(route),
+      prune: [
+        'Service/kimi-prefix-hash',
+        'Deployment/kimi-prefix-hash',
+        'PodDisruptionBudget/kimi-prefix-hash',
+        'ReferenceGrant/kimi-prefix-hash',
+        'EnvoyExtensionPolicy/kimi-prefix-hash',
+        'BackendTrafficPolicy/kimi-affinity',
+        `EnvoyExtensionPolicy/${ROUTES_NS}/${away.prefixHash}`,
+        sessionAway,
+      ],
+      finalizer: 'remove',
+      reason: 'AffinityDisabled',
+      events: ['Normal Pruned', 'Normal AffinityDisabled'],
+    },
+    {
+      ...FINAL,
+      name: 'the AIGatewayRoute deleted: its policy is pruned, the finalizer goes, the rest stays',
+      ms: withFinalizer(owned(SESSION, sessionApplied)),
+      cache: cacheOf(convergedWith(SESSION, ai(route))),
+      routes: ai(),
+      prune: [sessionAway],
+      finalizer: 'remove',
+      events: ['Normal Pruned'],
+    },
+    {
+      ...FINAL,
+      name: 'AIGatewayRoutes not known yet: the objects in other namespaces are kept as they are, and the message says why',
+      ms: withFinalizer(owned(SESSION, sessionApplied)),
+      cache: cacheOf(convergedWith(SESSION, ai(route))),
+      routes: { httpRoutes: [], aiGatewayRoutes: undefined },
+      reason: 'Applied',
+      events: ['Warning Applied'],
+    },
+    {
+      ...FINAL,
+      name: 'a ModelService being deleted with its finalizer: only the objects in other namespaces are deleted, then the finalizer',
+      ms: withFinalizer(modelService('kimi', SESSION, { uid: UID, deletionTimestamp: '2026-01-01T00:00:00Z' })),
+      cache: cacheOf(convergedWith(SESSION, ai(route))),
+      routes: ai(route),
+      prune: [sessionAway],
+      finalizer: 'remove',
+      events: ['Normal Pruned'],
+    },
+    {
+      ...FINAL,
+      name: "a namesake in the route namespace without our labels is someone else's: a conflict",
+      ms: owned(SESSION),
+      cache: cacheOf([], { 'BackendTrafficPolicy/kimi-affinity': null, [sessionAway]: { ...squatter, metadata: { name: away.backendTrafficPolicy, namespace: ROUTES_NS } } }),
+      routes: ai(route),
+      apply: ['BackendTrafficPolicy/kimi-affinity'],
+      conflicts: [`BackendTrafficPolicy ${ROUTES_NS}/${away.backendTrafficPolicy}`],
+      finalizer: 'add',
+      reason: 'ObjectConflict',
+      events: ['Warning ObjectConflict'],
+    },
+    {
+      ...FINAL,
+      name: 'the HTTPRoute AI Gateway generated in the same namespace (labels copied): selected by the label, one Event for it',
+      ms: owned(SESSION, sessionApplied),
+      cache: cacheOf(rendered(SESSION)),
+      routes: { httpRoutes: [generated('kimi', [modelRule()])], aiGatewayRoutes: [aiRoute('kimi', [modelRule()], 'ml', { 'affinity.modelplane.ai/model-service': 'kimi' })] },
+      reason: 'Applied',
+      events: ['Normal RouteAttached', 'Normal Applied'],
+    },
+    {
+      ...FINAL,
+      name: 'a generated HTTPRoute with a rule to an InferencePool (read from the HTTPRoute; AI Gateway not watched)',
+      ms: owned(SESSION, sessionApplied),
+      cache: cacheOf(rendered(SESSION)),
+      routes: only([generated('kimi', [modelRule(), poolRule])]),
+      reason: 'InferencePoolBackend',
+      events: ['Normal RouteAttached', 'Warning InferencePoolBackend', 'Warning InferencePoolBackend'],
+    },
+  ])('$name', ({ ms, cache, routes, lookups, apply, prune, conflicts, reason, events, finalizer }) => {
+    const p = plan(ms, cache, routes, OPTIONS, NOW);
+    expect(names(p.lookups)).toEqual(lookups);
+    expect(names(p.apply)).toEqual(apply);
+    expect(names(p.prune)).toEqual(prune);
+    expect(p.conflicts).toEqual(conflicts);
+    expect(p.finalizer).toBe(finalizer);
+    expect(p.condition?.reason).toBe(reason);
+    expect(p.events.map((e) => `${e.type} ${e.reason}`)).toEqual(events);
+  });
+
+  it.each([
+    ['a route of only InferencePool rules: nothing attached to it, and the condition says why', ai(aiRoute('ml-kimi', [poolRule])), 'InferencePoolBackend'],
+    ['an AIGatewayRoute that routes other models too: not attached (its HTTPRoute would hash them as well)', ai(aiRoute('shared', [modelRule(), modelRule('ml/qwen')])), 'RouteShared'],
+    ['an AIGatewayRoute of the same namespace without our label: reported, with the label to add', ai(aiRoute('kimi', [modelRule()], 'ml')), 'RouteNotSelected'],
+  ])('%s', (_name, routes, reason) => {
+    const p = plan(owned(SESSION, sessionApplied), cacheOf(rendered(SESSION)), routes, OPTIONS, NOW);
+    expect([...p.lookups, ...p.apply, ...p.prune]).toEqual([]);
+    expect(p.finalizer).toBeUndefined();
+    expect(p.condition?.reason).toBe(reason);
+    // The route's own Event, then the condition's.
+    expect(p.events.map((e) => `${e.type} ${e.reason}`)).toEqual([`Warning ${reason}`, `Warning ${reason}`]);
+  });
+
+  it('says where an InferencePool rule is, why affinity cannot apply there, and who chooses instead', () => {
+    const p = plan(owned(SESSION), cacheOf(rendered(SESSION), { [sessionAway]: null }), ai(aiRoute('ml-kimi', [modelRule(), poolRule])), OPTIONS, NOW);
+    expect(p.events.find((e) => e.reason === 'InferencePoolBackend')?.message).toBe(
+      `rule 1 of AIGatewayRoute ${ROUTES_NS}/ml-kimi routes to InferencePool kimi-pool: AI Gateway makes its cluster ORIGINAL_DST and routes to the endpoint ` +
+        'its endpoint picker names, replacing the load-balancing policy, so cluster affinity cannot apply there; the endpoint picker chooses the replica',
+    );
+    // Rule 0 still gets the policies in the route's namespace.
+    expect(names(p.apply)).toContain(sessionAway);
+  });
+
+  it('names the routes found and the objects elsewhere with their namespace in the condition message', () => {
+    const p = plan(owned(SESSION), cacheOf([], { 'BackendTrafficPolicy/kimi-affinity': null, [sessionAway]: null }), ai(route), OPTIONS, NOW);
+    expect(p.condition?.message).toBe(`applied BackendTrafficPolicy kimi-affinity, BackendTrafficPolicy ${ROUTES_NS}/${away.backendTrafficPolicy}; routes: AIGatewayRoute ${ROUTES_NS}/ml-kimi`);
+    expect(p.events[0]?.message).toBe(
+      `AIGatewayRoute ${ROUTES_NS}/ml-kimi routes x-ai-eg-model ml/kimi: the policies in namespace ${ROUTES_NS} target its HTTPRoute ${ROUTES_NS}/ml-kimi by name; ` +
+        "each rule's backends are one Envoy cluster (Maglev; backend priorities keep priority failover)",
+    );
+  });
+
+  it('a deleted ModelService leaves orphans only in other namespaces, found by its labels', () => {
+    const live = convergedWith(PREFIX, ai(route));
+    expect(names(orphans(cacheOf(live), 'ml', 'kimi'))).toEqual([`EnvoyExtensionPolicy/${ROUTES_NS}/${away.prefixHash}`, sessionAway]);
+    expect(orphans(cacheOf(live), 'ml', 'qwen')).toEqual([]);
+  });
+});
+
+describe('finalizerPatch', () => {
+  const ms = (finalizers?: string[]) => ({ ...owned(SESSION), metadata: { ...owned(SESSION).metadata, ...(finalizers ? { finalizers } : {}) } });
+  const uid = { op: 'test', path: '/metadata/uid', value: UID };
+  it.each([
+    { name: 'adds the list when there is none', ms: ms(), change: 'add' as const, patch: [uid, { op: 'add', path: '/metadata/finalizers', value: ['affinity.modelplane.ai/cleanup'] }] },
+    { name: "appends to someone else's list", ms: ms(['other']), change: 'add' as const, patch: [uid, { op: 'add', path: '/metadata/finalizers/-', value: 'affinity.modelplane.ai/cleanup' }] },
+    { name: 'adds nothing when it is there', ms: ms(['affinity.modelplane.ai/cleanup']), change: 'add' as const, patch: undefined },
+    {
+      name: 'removes ours where it is, testing it is still there',
+      ms: ms(['other', 'affinity.modelplane.ai/cleanup']),
+      change: 'remove' as const,
+      patch: [uid, { op: 'test', path: '/metadata/finalizers/1', value: 'affinity.modelplane.ai/cleanup' }, { op: 'remove', path: '/metadata/finalizers/1' }],
+    },
+    { name: 'removes nothing when it is not there', ms: ms(['other']), change: 'remove' as const, patch: undefined },
+  ])('$name', ({ ms: input, change, patch }) => expect(finalizerPatch(input, change)).toEqual(patch));
 });
 
 describe('writeFailed', () => {

@@ -3,12 +3,13 @@
 // else, and what AffinityReady and the Events should say. The controller
 // hands this to the writer (writer.ts), which does every write; like Envoy
 // Gateway's translator, resources go in and the outcome comes out.
-import { type ConditionInput, Reasons, setAffinityReady } from '../src/conditions.ts';
+import { type ConditionInput, EventReasons, type Reason, Reasons, setAffinityReady } from '../src/conditions.ts';
 import { formatFieldError } from '../src/field-errors.ts';
 import type { Condition, KubeObject, ModelService } from '../src/model-service.ts';
-import { isControlledBy, isUpToDate, objectsToPrune } from '../src/ownership.ts';
-import { type RenderOptions, render } from '../src/render.ts';
-import { routeShapeWarnings } from '../src/route-shape.ts';
+import { CLEANUP_FINALIZER, labelValue } from '../src/naming.ts';
+import { isControlledBy, isLabelledFor, isUpToDate, modelServiceOwnerKey, objectsToPrune } from '../src/ownership.ts';
+import { type RenderOptions, crossNamespaceObjects, render, sortObjects } from '../src/render.ts';
+import { type RouteFinding, type RouteView, discoverRoutes } from '../src/route-shape.ts';
 
 export type EventType = 'Normal' | 'Warning';
 
@@ -28,7 +29,12 @@ export interface PlanCache {
   get(kind: string, namespace: string, name: string): KubeObject | null | undefined;
   /** Cached generated objects whose controller ownerReference has this uid. */
   controlledBy(uid: string): KubeObject[];
+  /** Cached generated objects outside a ModelService's namespace labelled as its: by `crossNamespaceOwnerKey` (src/ownership.ts). */
+  labelledFor(ownerKey: string): KubeObject[];
 }
+
+/** A change to the ModelService's cleanup finalizer: added before objects in other namespaces are created, removed after they are deleted. */
+export type FinalizerChange = 'add' | 'remove' | undefined;
 
 export interface Plan {
   /**
@@ -49,11 +55,26 @@ export interface Plan {
   events: PlannedEvent[];
   /** Every desired object (those already up to date too), for the condition message and failure reports. */
   desired: KubeObject[];
+  /** `add`: before any apply; `remove`: after every prune succeeded. */
+  finalizer: FinalizerChange;
 }
 
-const NOTHING: Plan = { lookups: [], apply: [], prune: [], conflicts: [], condition: undefined, events: [], desired: [] };
+const NOTHING: Plan = { lookups: [], apply: [], prune: [], conflicts: [], condition: undefined, events: [], desired: [], finalizer: undefined };
 
-const describe = (o: KubeObject) => `${o.kind} ${o.metadata.name}`;
+/** `Kind name`, with the namespace for an object outside the ModelService's. */
+const describeIn = (namespace: string) => (o: KubeObject) =>
+  `${o.kind} ${o.metadata.namespace !== undefined && o.metadata.namespace !== namespace ? `${o.metadata.namespace}/` : ''}${o.metadata.name}`;
+
+const prunedEvent = (objects: readonly KubeObject[], namespace: string, why: string): PlannedEvent[] =>
+  objects.length > 0 ? [{ type: 'Normal', reason: EventReasons.Pruned, message: `deleted ${objects.map(describeIn(namespace)).join(', ')} (${why})` }] : [];
+
+const hasFinalizer = (ms: ModelService) => ((ms.metadata.finalizers as string[] | undefined) ?? []).includes(CLEANUP_FINALIZER);
+
+/** The condition's reason: the first route that gets no affinity, else the first that limits it, else Applied. */
+function reasonOf(findings: readonly RouteFinding[]): Reason {
+  const worst = findings.find((f) => f.level === 'notApplied') ?? findings.find((f) => f.level === 'limited');
+  return (worst?.reason as Reason | undefined) ?? Reasons.Applied;
+}
 
 /** The status AffinityReady would get; undefined when unchanged (so our own status write triggers no further write). */
 function conditionFor(ms: ModelService, input: ConditionInput, now: Date): Condition | undefined {
@@ -67,20 +88,30 @@ function report(ms: ModelService, input: ConditionInput, type: EventType, now: D
 }
 
 /**
- * One reconcile of one ModelService. `modelService` undefined, being deleted or
- * without a uid: nothing to do (the garbage collector removes what it owned).
- * `routes`: the HTTPRoutes of its namespace, for what failover their shape allows.
+ * One reconcile of one ModelService. `modelService` undefined or without a
+ * uid: nothing to do (the garbage collector removes what it owned; see
+ * `orphans` for what it cannot). Being deleted: only the objects in other
+ * namespaces are deleted, then the finalizer that waited for them is removed.
+ * `routes`: every HTTPRoute and AIGatewayRoute, for the routes this
+ * ModelService attaches to (src/route-shape.ts) and what their shape allows.
  */
 export function plan(
   modelService: ModelService | undefined,
   cache: PlanCache,
-  routes: readonly KubeObject[],
+  routes: RouteView,
   options: RenderOptions,
   now: Date,
 ): Plan {
   const ms = modelService;
   const uid = ms?.metadata.uid;
-  if (!ms || ms.metadata.deletionTimestamp || !uid) return NOTHING;
+  if (!ms || !uid) return NOTHING;
+  const namespace = ms.metadata.namespace ?? '';
+  const describe = describeIn(namespace);
+  const elsewhere = cache.labelledFor(modelServiceOwnerKey(ms));
+  if (ms.metadata.deletionTimestamp) {
+    if (!hasFinalizer(ms)) return NOTHING;
+    return { ...NOTHING, prune: elsewhere, finalizer: 'remove', events: prunedEvent(elsewhere, namespace, 'the ModelService is being deleted') };
+  }
 
   const result = render(ms, options);
   if (result.errors.length > 0) {
@@ -89,39 +120,86 @@ export function plan(
     return { ...NOTHING, ...report(ms, { status: 'False', reason: Reasons.InvalidSpec, message }, 'Warning', now) };
   }
 
-  const namespace = ms.metadata.namespace ?? '';
-  const known = result.objects.map((o) => ({ object: o, live: cache.get(o.kind, o.metadata.namespace ?? namespace, o.metadata.name ?? '') }));
+  const discovery = discoverRoutes(result.modelService, routes);
+  // While AIGatewayRoutes are not known, what belongs in other namespaces is left as it is: neither applied nor pruned.
+  const crossDesired = discovery.complete ? crossNamespaceObjects(result.modelService, discovery.targets) : [];
+  const desired = sortObjects([...result.objects, ...crossDesired]);
+  const known = desired.map((o) => ({ object: o, live: cache.get(o.kind, o.metadata.namespace ?? namespace, o.metadata.name ?? '') }));
   const lookups = known.filter((k) => k.live === undefined).map((k) => k.object);
   if (lookups.length > 0) return { ...NOTHING, lookups };
 
-  // Only objects we control, or that do not exist yet, are written: a namesake of someone else's is left alone.
-  const ours = known.filter((k) => k.live === null || isControlledBy(k.live as KubeObject, uid));
+  // Only objects we control (or label, in other namespaces), or that do not exist yet, are written: a namesake of someone else's is left alone.
+  const ours = known.filter((k) => k.live === null || isControlledBy(k.live as KubeObject, uid) || isLabelledFor(k.live as KubeObject, ms));
   const conflicts = known.filter((k) => !ours.includes(k)).map((k) => describe(k.object));
   const apply = ours.filter((k) => !isUpToDate(k.object, k.live ?? undefined)).map((k) => k.object);
-  const base = { ...NOTHING, apply, conflicts, desired: result.objects };
+  const finalizer: FinalizerChange = !discovery.complete
+    ? undefined
+    : crossDesired.length > 0 && !hasFinalizer(ms)
+      ? 'add'
+      : crossDesired.length === 0 && hasFinalizer(ms)
+        ? 'remove'
+        : undefined;
+  const base = { ...NOTHING, apply, conflicts, desired, finalizer };
 
   if (conflicts.length > 0) {
     const message = `${conflicts.join(', ')} already exist and are not controlled by this ModelService; rename or delete them (they are left untouched)`;
     return { ...base, ...report(ms, { status: 'False', reason: Reasons.ObjectConflict, message }, 'Warning', now) };
   }
 
-  const prune = objectsToPrune(cache.controlledBy(uid), result.objects, uid);
-  const pruned: PlannedEvent[] =
-    prune.length > 0 ? [{ type: 'Normal', reason: 'Pruned', message: `deleted ${prune.map(describe).join(', ')} (no longer needed)` }] : [];
+  const wanted = new Set(desired.map((o) => `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`));
+  const staleElsewhere = discovery.complete ? elsewhere.filter((o) => !wanted.has(`${o.kind}/${o.metadata.namespace}/${o.metadata.name}`)) : [];
+  const prune = [...objectsToPrune(cache.controlledBy(uid), desired, uid), ...staleElsewhere];
+  const pruned = prunedEvent(prune, namespace, 'no longer needed');
 
-  const routeWarnings = routeShapeWarnings(ms, routes.filter((r) => r.metadata.namespace === namespace));
-  const allWarnings = [...result.warnings, ...routeWarnings];
+  const routeWarnings = discovery.findings.filter((f) => f.level !== 'attached').map((f) => f.message);
+  const unknown = discovery.complete
+    ? []
+    : ['AIGatewayRoutes are not known yet (their informer has not listed; see /readyz): objects in other namespaces are left as they are'];
+  const allWarnings = [...result.warnings, ...routeWarnings, ...unknown];
   const warnings = allWarnings.length > 0 ? `; warnings: ${allWarnings.join('; ')}` : '';
+  const found = [...new Set(discovery.findings.map((f) => f.route))];
+  const routesFound = found.length > 0 ? `; routes: ${found.join(', ')}` : '';
   const input: ConditionInput =
     result.objects.length === 0
       ? { status: 'True', reason: Reasons.AffinityDisabled, message: `affinity type None: no gateway objects${warnings}` }
-      : {
-          status: 'True',
-          reason: routeWarnings.length > 0 ? Reasons.FailoverLimited : Reasons.Applied,
-          message: `applied ${result.objects.map(describe).join(', ')}${warnings}`,
-        };
+      : { status: 'True', reason: reasonOf(discovery.findings), message: `applied ${desired.map(describe).join(', ')}${routesFound}${warnings}` };
   const reported = report(ms, input, allWarnings.length > 0 ? 'Warning' : 'Normal', now);
-  return { ...base, prune, condition: reported.condition, events: [...pruned, ...reported.events] };
+  // One Event per route found, written with the condition they explain (only when it changes, like every Event).
+  const routeEvents: PlannedEvent[] = reported.condition
+    ? discovery.findings.map((f) => ({ type: f.level === 'attached' ? 'Normal' : 'Warning', reason: f.reason, message: f.message }))
+    : [];
+  return { ...base, prune, condition: reported.condition, events: [...pruned, ...routeEvents, ...reported.events] };
+}
+
+/**
+ * Objects in other namespaces labelled for a ModelService that no longer
+ * exists (its finalizer removed by hand, or deleted while no reconciler ran):
+ * nothing else deletes them. `name` as the key has it; the caller checks
+ * first that no live ModelService of the namespace has the same label value.
+ */
+export function orphans(cache: PlanCache, namespace: string, name: string): KubeObject[] {
+  return cache.labelledFor(`${namespace}/${labelValue(name)}`);
+}
+
+/**
+ * The JSON patch (RFC 6902) that adds or removes the cleanup finalizer. Its
+ * `test` operations make it apply only to this ModelService (uid) and, for a
+ * removal, only while the entry is where it was read, so it never acts on a
+ * namesake created since, nor on a list someone else changed (the API server
+ * answers 422 and the reconcile is retried). A patch, unlike an apply, never
+ * creates a ModelService that was deleted meanwhile.
+ */
+export function finalizerPatch(ms: ModelService, change: 'add' | 'remove'): Record<string, unknown>[] | undefined {
+  const finalizers = (ms.metadata.finalizers as string[] | undefined) ?? [];
+  const test = { op: 'test', path: '/metadata/uid', value: ms.metadata.uid };
+  const index = finalizers.indexOf(CLEANUP_FINALIZER);
+  if (change === 'add') {
+    if (index >= 0) return undefined;
+    return [test, ms.metadata.finalizers === undefined ? { op: 'add', path: '/metadata/finalizers', value: [CLEANUP_FINALIZER] } : { op: 'add', path: '/metadata/finalizers/-', value: CLEANUP_FINALIZER }];
+  }
+  if (index < 0) return undefined;
+  const at = `/metadata/finalizers/${index}`;
+  return [test, { op: 'test', path: at, value: CLEANUP_FINALIZER }, { op: 'remove', path: at }];
 }
 
 /** What a write the API server refused means for AffinityReady; `object` is the one being written. */

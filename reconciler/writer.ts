@@ -1,6 +1,6 @@
 // The one module that writes to the cluster: server-side apply of generated
 // objects with our field manager, deletes with a uid precondition, the
-// AffinityReady status, Events and Leases. Every write goes through `send`,
+// AffinityReady status, the cleanup finalizer, Events and Leases. Every write goes through `send`,
 // which honours 429 Too Many Requests: the throttled write waits what
 // Retry-After asks (or a per-key exponential backoff, whichever is longer)
 // and gives up after a bounded number of attempts (the work queue's own
@@ -16,7 +16,7 @@ import { objectKey } from '../src/ownership.ts';
 import { GENERATED_KINDS } from '../src/render.ts';
 import { KubeApiError, type KubeClient, type ResourceRef, resourcePath } from './kube.ts';
 import type { Lease } from './lease.ts';
-import type { PlannedEvent } from './plan.ts';
+import { type PlannedEvent, finalizerPatch } from './plan.ts';
 
 export const FIELD_MANAGER = 'modelplane-affinity';
 
@@ -139,17 +139,17 @@ export class Writer {
   }
 
   /** One write, retried while the API server answers 429 (at most maxAttempts, each wait at most maxDelayMs). */
-  private async send<T>(key: string, what: string, write: () => Promise<T>, maxAttempts = this.throttle.maxAttempts): Promise<T> {
+  private async send<T>(key: string, what: string, write: () => Promise<T>, maxAttempts = this.throttle.maxAttempts, limited = true): Promise<T> {
     for (let attempt = 1; ; attempt++) {
-      await this.slot();
+      if (limited) await this.slot();
       try {
         const result = await write();
-        this.release('succeeded');
+        if (limited) this.release('succeeded');
         this.throttled.delete(key);
         return result;
       } catch (error) {
         const throttled = error instanceof KubeApiError && error.status === 429;
-        this.release(throttled ? 'throttled' : 'failed');
+        if (limited) this.release(throttled ? 'throttled' : 'failed');
         if (!throttled) throw error;
         const count = (this.throttled.get(key) ?? 0) + 1;
         this.throttled.set(key, count);
@@ -182,6 +182,24 @@ export class Writer {
     }
   }
 
+  /**
+   * Adds or removes the cleanup finalizer with a JSON patch (finalizerPatch:
+   * tested against this ModelService's uid). Removing it from a ModelService
+   * already gone is done.
+   */
+  async finalizer(key: string, ms: ModelService, change: 'add' | 'remove'): Promise<void> {
+    const patch = finalizerPatch(ms, change);
+    if (!patch) return;
+    const ref = { apiVersion: MODEL_SERVICE_API_VERSION, plural: MODEL_SERVICE_PLURAL, namespace: ms.metadata.namespace, name: ms.metadata.name };
+    const write = () => this.client.request('PATCH', resourcePath(ref), { body: patch, contentType: 'application/json-patch+json', query: { fieldManager: FIELD_MANAGER } });
+    try {
+      await this.send(key, `${change} finalizer`, write);
+    } catch (error) {
+      if (change === 'remove' && error instanceof KubeApiError && error.status === 404) return;
+      throw error;
+    }
+  }
+
   /** AffinityReady, applied to the status subresource. */
   status(ms: ModelService, condition: Condition): Promise<unknown> {
     const ref = { apiVersion: MODEL_SERVICE_API_VERSION, plural: MODEL_SERVICE_PLURAL, namespace: ms.metadata.namespace, name: ms.metadata.name, subresource: 'status' };
@@ -200,13 +218,15 @@ export class Writer {
    * Creates or replaces a Lease. A replace carries the resourceVersion it was
    * read with, so a concurrent writer makes it fail with 409 (optimistic
    * concurrency is what makes leader election safe). `attempts` bounds the
-   * 429 retries: a renewal must not outlive the renew deadline.
+   * 429 retries: a renewal must not outlive the renew deadline. Lease writes
+   * do not wait for a slot among the writes in flight.
    */
   lease(lease: Lease, action: 'create' | 'update', attempts = this.throttle.maxAttempts): Promise<unknown> {
     const ref = { apiVersion: 'coordination.k8s.io/v1', plural: 'leases', namespace: lease.metadata.namespace, ...(action === 'update' ? { name: lease.metadata.name } : {}) };
     const key = `lease ${lease.metadata.namespace}/${lease.metadata.name}`;
     const write = () => this.client.request(action === 'create' ? 'POST' : 'PUT', resourcePath(ref), { body: lease });
-    return this.send(key, `${action} lease`, write, attempts);
+    // Not behind the reconcile writes' limit: a renewal queued behind them could miss the renew deadline.
+    return this.send(key, `${action} lease`, write, attempts, false);
   }
 }
 

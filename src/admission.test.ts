@@ -116,6 +116,15 @@ describe('mutate', () => {
 });
 
 describe('validate', () => {
+  it('lets an update through that leaves a stored invalid spec unchanged (a finalizer removed), and judges one that changes it', () => {
+    const invalid = modelService({ type: 'Session', sessionHeader: 'Connection' });
+    const withFinalizer = { ...invalid, metadata: { ...invalid.metadata, finalizers: ['affinity.modelplane.ai/cleanup'] } };
+    const update = (object: ModelService, old: ModelService) => admit(requestWith(object, { operation: 'UPDATE', oldObject: old as unknown as Record<string, unknown> }), 'validate');
+    expect(update(invalid, withFinalizer).allowed).toBe(true);
+    expect(update(modelService({ type: 'Session', sessionHeader: 'Upgrade' }), withFinalizer).allowed).toBe(false);
+    expect(admit(requestWith(invalid), 'validate').allowed).toBe(false);
+  });
+
   it('denies with every error in Kubernetes format and names the fields in the causes', () => {
     const response = admit(requestWith(modelService({ type: 'Session', prefixBytes: 5, fallback: 'Next' })), 'validate');
     expect(response.allowed).toBe(false);

@@ -1,5 +1,6 @@
 // Pure admission: AdmissionReview in, AdmissionReview out. The HTTPS shell in
 // webhook/ only parses the body, calls `review`, and writes the answer.
+import { isDeepStrictEqual } from 'node:util';
 import jsonPatch from 'fast-json-patch';
 import { z } from 'zod';
 import { applyDefaults, dropStaleTypeFields, validate } from './affinity.ts';
@@ -94,6 +95,17 @@ export function mutationPatch(original: ModelService, old?: ModelService): jsonP
   return jsonPatch.compare(original, mutateModelService(original, old));
 }
 
+/**
+ * An update that leaves a stored invalid spec as it is (metadata only: a
+ * label, the reconciler's cleanup finalizer) is not judged again, as the API
+ * server ratchets its own validation: refusing it would not make the spec
+ * valid, and would keep a ModelService stored while the webhook was bypassed
+ * from ever losing its finalizer, so it could never be deleted.
+ */
+function specUnchanged(request: AdmissionRequest): boolean {
+  return request.operation === 'UPDATE' && request.oldObject != null && isDeepStrictEqual(request.oldObject.spec, request.object?.spec);
+}
+
 export function admit(request: AdmissionRequest, mode: AdmissionMode): AdmissionResponse {
   const allowed: AdmissionResponse = { uid: request.uid, allowed: true };
   if (skipReason(request) !== undefined) return allowed;
@@ -108,7 +120,7 @@ export function admit(request: AdmissionRequest, mode: AdmissionMode): Admission
 
   const { errors, warnings } = validate(ms);
   const withWarnings = warnings.length > 0 ? { warnings } : {};
-  if (errors.length === 0) return { ...allowed, ...withWarnings };
+  if (errors.length === 0 || specUnchanged(request)) return { ...allowed, ...withWarnings };
   const name = ms.metadata?.name ?? request.name ?? '';
   return {
     uid: request.uid,

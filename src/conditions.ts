@@ -22,8 +22,30 @@ export const Reasons = {
   ObjectConflict: 'ObjectConflict',
   /** type None: nothing to generate, earlier objects removed. */
   AffinityDisabled: 'AffinityDisabled',
+  /**
+   * Applied, but a rule of an AIGatewayRoute found for this model routes to
+   * an InferencePool: AI Gateway replaces the load-balancing policy of that
+   * rule's cluster, so affinity cannot apply there (its endpoint picker chooses).
+   */
+  InferencePoolBackend: 'InferencePoolBackend',
+  /**
+   * Applied, but an AIGatewayRoute in another namespace that routes this model
+   * also routes other traffic: a policy on its HTTPRoute would hash that
+   * traffic too, so nothing is attached to it.
+   */
+  RouteShared: 'RouteShared',
+  /** Applied, but an AIGatewayRoute of this namespace routes this model without the label our policies select. */
+  RouteNotSelected: 'RouteNotSelected',
 } as const;
 export type Reason = (typeof Reasons)[keyof typeof Reasons];
+
+/** Reasons of Events that report an action or a route, not a condition. */
+export const EventReasons = {
+  /** Generated objects no longer needed were deleted. */
+  Pruned: 'Pruned',
+  /** A route was found and our policies attach to it; the message says where and what the route shape allows. */
+  RouteAttached: 'RouteAttached',
+} as const;
 
 export interface ConditionInput {
   status: 'True' | 'False';

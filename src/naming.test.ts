@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { generatedName, generatedNames, isDns1035Label, labelValue, ownershipLabels } from './naming.ts';
+import { createHash } from 'node:crypto';
+import { crossNamespaceLabels, crossNamespaceNames, generatedName, generatedNames, isDns1035Label, labelValue, ownershipLabels } from './naming.ts';
 
 describe('generatedNames', () => {
   it('appends -affinity and -prefix-hash to a short name', () => {
@@ -53,5 +54,35 @@ describe('labelValue', () => {
       'app.kubernetes.io/managed-by': 'modelplane-affinity',
       'affinity.modelplane.ai/model-service': 'kimi-k2',
     });
+  });
+});
+
+describe('crossNamespaceNames (policies in an AIGatewayRoute namespace)', () => {
+  it.each([
+    { name: 'a short namespace and name', namespace: 'ml', modelService: 'kimi-k2' },
+    { name: 'a dotted name', namespace: 'team-a', modelService: 'llama.3.70b' },
+    { name: 'a long namespace and a 253-character name', namespace: 'n'.repeat(63), modelService: `${'abc.'.repeat(63)}z` },
+    { name: 'a name starting with a digit', namespace: 'ml', modelService: '3b' },
+  ])('is a stable DNS-1035 label for $name', ({ namespace, modelService }) => {
+    const names = crossNamespaceNames(namespace, modelService);
+    for (const [suffix, name] of [['affinity', names.backendTrafficPolicy], ['prefix-hash', names.prefixHash]] as const) {
+      expect(isDns1035Label(name), name).toBe(true);
+      expect(name.endsWith(`-${suffix}`)).toBe(true);
+    }
+    expect(crossNamespaceNames(namespace, modelService)).toEqual(names);
+  });
+
+  it('reads the namespace and the name, with the hash of both: ml/kimi-k2', () => {
+    const hash = createHash('sha256').update('ml.kimi-k2').digest('hex').slice(0, 8);
+    expect(crossNamespaceNames('ml', 'kimi-k2')).toEqual({ backendTrafficPolicy: `ml-kimi-k2-${hash}-affinity`, prefixHash: `ml-kimi-k2-${hash}-prefix-hash` });
+  });
+
+  it('keeps apart ModelServices whose dashed namespace and name read alike (a-b/c, a/b-c) and same names in two namespaces', () => {
+    const all = [crossNamespaceNames('a-b', 'c'), crossNamespaceNames('a', 'b-c'), crossNamespaceNames('a', 'b.c'), crossNamespaceNames('x', 'c')];
+    expect(new Set(all.map((n) => n.backendTrafficPolicy)).size).toBe(all.length);
+  });
+
+  it('labels them with the namespace as well, since no ownerReference can', () => {
+    expect(crossNamespaceLabels('ml', 'kimi-k2')).toEqual({ ...ownershipLabels('kimi-k2'), 'affinity.modelplane.ai/model-service-namespace': 'ml' });
   });
 });

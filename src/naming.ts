@@ -7,6 +7,14 @@ export const MANAGED_BY_VALUE = 'modelplane-affinity';
 export const MODEL_SERVICE_LABEL = 'affinity.modelplane.ai/model-service';
 /** The label Crossplane puts on everything a composite resource composes, the HTTPRoute included. */
 export const CROSSPLANE_COMPOSITE_LABEL = 'crossplane.io/composite';
+/**
+ * On objects outside the ModelService's namespace (policies beside an
+ * AIGatewayRoute's HTTPRoute), which cannot carry an ownerReference to it:
+ * with MODEL_SERVICE_LABEL it names the owner, for pruning and cleanup.
+ */
+export const MODEL_SERVICE_NAMESPACE_LABEL = 'affinity.modelplane.ai/model-service-namespace';
+/** Held on a ModelService while objects in other namespaces exist, so its deletion waits until they are deleted. */
+export const CLEANUP_FINALIZER = 'affinity.modelplane.ai/cleanup';
 
 const MAX_LABEL = 63;
 const HASH_LENGTH = 8;
@@ -63,7 +71,22 @@ export function generatedNames(modelServiceName: string): GeneratedNames {
   };
 }
 
+/**
+ * Names of the policies a ModelService puts in another namespace (beside an
+ * AIGatewayRoute's HTTPRoute), where ModelServices of several namespaces may
+ * meet: `<namespace>.<name>` is unambiguous (namespaces have no dots), and
+ * the dot always gives it the stable hash suffix, so `a-b/c` and `a/b-c` stay apart.
+ */
+export function crossNamespaceNames(modelServiceNamespace: string, modelServiceName: string): GeneratedNames {
+  return generatedNames(`${modelServiceNamespace}.${modelServiceName}`);
+}
+
 /** Labels every generated object carries. */
 export function ownershipLabels(modelServiceName: string): Record<string, string> {
   return { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, [MODEL_SERVICE_LABEL]: labelValue(modelServiceName) };
+}
+
+/** Labels of an object outside the ModelService's namespace: ours, and whose (it has no ownerReference). */
+export function crossNamespaceLabels(modelServiceNamespace: string, modelServiceName: string): Record<string, string> {
+  return { ...ownershipLabels(modelServiceName), [MODEL_SERVICE_NAMESPACE_LABEL]: modelServiceNamespace };
 }

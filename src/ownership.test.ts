@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { KubeObject } from './model-service.ts';
-import { isUpToDate, objectsToPrune } from './ownership.ts';
+import { crossNamespaceLabels } from './naming.ts';
+import { crossNamespaceOwnerKey, isLabelledFor, isUpToDate, objectsToPrune } from './ownership.ts';
 
 describe('objectsToPrune', () => {
   const obj = (kind: string, name: string, uid?: string, controller = true): KubeObject => ({
@@ -23,5 +24,24 @@ describe('isUpToDate', () => {
     expect(isUpToDate(desired, { ...desired, metadata: { name: 's', namespace: 'n' } })).toBe(false);
     expect(isUpToDate(desired, { ...desired, spec: { ports: [{ port: 9002, name: 'grpc' }, { port: 1 }] } })).toBe(false);
     expect(isUpToDate(desired, undefined)).toBe(false);
+  });
+});
+
+describe('crossNamespaceOwnerKey', () => {
+  const at = (namespace: string, labels: Record<string, string>): KubeObject => ({ apiVersion: 'v1', kind: 'X', metadata: { name: 'p', namespace, labels } });
+  const long = `${'abc.'.repeat(63)}z`;
+  it.each([
+    { name: 'our three labels in another namespace name the owner', object: at('gw', crossNamespaceLabels('ml', 'kimi')), key: 'ml/kimi' },
+    { name: "a long name is keyed by its label value, the one the owner's key uses", object: at('gw', crossNamespaceLabels('ml', long)), key: `ml/${crossNamespaceLabels('ml', long)['affinity.modelplane.ai/model-service']}` },
+    { name: "in the owner's own namespace: no (ownerReferences decide there)", object: at('ml', crossNamespaceLabels('ml', 'kimi')), key: undefined },
+    { name: 'without managed-by: not ours', object: at('gw', { 'affinity.modelplane.ai/model-service': 'kimi', 'affinity.modelplane.ai/model-service-namespace': 'ml' }), key: undefined },
+    { name: 'without the namespace label: not ours', object: at('gw', { 'app.kubernetes.io/managed-by': 'modelplane-affinity', 'affinity.modelplane.ai/model-service': 'kimi' }), key: undefined },
+  ])('$name', ({ object, key }) => expect(crossNamespaceOwnerKey(object)).toBe(key));
+
+  it('matches the ModelService the labels name, and no other', () => {
+    const object = at('gw', crossNamespaceLabels('ml', long));
+    expect(isLabelledFor(object, { metadata: { name: long, namespace: 'ml' } })).toBe(true);
+    expect(isLabelledFor(object, { metadata: { name: long, namespace: 'other' } })).toBe(false);
+    expect(isLabelledFor(object, { metadata: { name: 'kimi', namespace: 'ml' } })).toBe(false);
   });
 });

@@ -1,10 +1,32 @@
 // Which live objects the reconciler may touch: only those whose controller
-// ownerReference is this ModelService (by uid). Names and annotations are
-// never trusted for that.
-import type { KubeObject } from './model-service.ts';
+// ownerReference is this ModelService (by uid), and, in other namespaces
+// where no ownerReference can point at it, those labelled as its (managed-by,
+// model-service and model-service-namespace). Names and annotations are never
+// trusted for that.
+import type { KubeObject, ModelService } from './model-service.ts';
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_SERVICE_LABEL, MODEL_SERVICE_NAMESPACE_LABEL, labelValue } from './naming.ts';
 
 export function isControlledBy(object: KubeObject, ownerUid: string): boolean {
   return (object.metadata.ownerReferences ?? []).some((r) => r.controller === true && r.uid === ownerUid);
+}
+
+/** `<namespace>/<label value of the name>`: whose an object outside the ModelService's namespace is, from its labels. */
+export function crossNamespaceOwnerKey(object: Pick<KubeObject, 'metadata'>): string | undefined {
+  const labels = object.metadata.labels ?? {};
+  const namespace = labels[MODEL_SERVICE_NAMESPACE_LABEL];
+  const name = labels[MODEL_SERVICE_LABEL];
+  if (labels[MANAGED_BY_LABEL] !== MANAGED_BY_VALUE || namespace === undefined || name === undefined || namespace === object.metadata.namespace) return undefined;
+  return `${namespace}/${name}`;
+}
+
+/** The key crossNamespaceOwnerKey gives this ModelService's objects (a shortened label value for a long name). */
+export function modelServiceOwnerKey(ms: Pick<ModelService, 'metadata'>): string {
+  return `${ms.metadata.namespace ?? ''}/${labelValue(ms.metadata.name ?? '')}`;
+}
+
+/** An object in another namespace than the ModelService's that carries its labels. */
+export function isLabelledFor(object: KubeObject, ms: Pick<ModelService, 'metadata'>): boolean {
+  return crossNamespaceOwnerKey(object) === modelServiceOwnerKey(ms);
 }
 
 export function objectKey(o: { kind: string; metadata: { namespace?: string; name?: string } }): string {

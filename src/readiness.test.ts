@@ -11,6 +11,7 @@ describe('informerReadiness', () => {
     { name: 'a watch failing for less than the bound: still ready (it is reconnecting)', informers: [ok('ModelService'), { kind: 'Service', synced: true, failingSince: NOW - 9_000 }], ready: true },
     { name: 'a watch failing for longer than the bound: not ready', informers: [ok('ModelService'), { kind: 'Service', synced: true, failingSince: NOW - 10_001 }], ready: false },
     { name: 'never listed and failing (a CRD not installed): not ready', informers: [{ kind: 'BackendTrafficPolicy', synced: false, failingSince: NOW - 1 }], ready: false },
+    { name: 'an optional kind the cluster does not serve (AI Gateway not installed): ready', informers: [ok('ModelService'), { kind: 'AIGatewayRoute', synced: false, failingSince: undefined, notServed: true }], ready: true },
   ])('$name', ({ informers, ready }) => {
     expect(informerReadiness(informers, NOW, 10_000).ready).toBe(ready);
   });

@@ -18,6 +18,8 @@ export interface InformerHealth {
   synced: boolean;
   /** When its list or watch started failing (ms since the epoch); undefined while it works. */
   failingSince: number | undefined;
+  /** An optional kind (AIGatewayRoute) the cluster does not serve: nothing to list, so nothing to wait for. */
+  notServed?: boolean;
 }
 
 export interface Readiness {
@@ -28,6 +30,7 @@ export interface Readiness {
 
 export function informerReadiness(informers: readonly InformerHealth[], now: number, failureBoundMs: number): Readiness {
   const checks = informers.map((i) => {
+    if (i.notServed) return `[+]informer ${i.kind}: not served by this cluster (optional)`;
     const failingMs = i.failingSince === undefined ? 0 : now - i.failingSince;
     if (!i.synced) return `[-]informer ${i.kind}: not synced yet${i.failingSince === undefined ? '' : ` (failing for ${Math.round(failingMs / 1000)} s)`}`;
     if (failingMs > failureBoundMs) return `[-]informer ${i.kind}: watch failing for ${Math.round(failingMs / 1000)} s (bound ${failureBoundMs / 1000} s)`;

@@ -7,8 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { renderDocuments } from '../bin/render-command.ts';
 import { formatFieldError } from './field-errors.ts';
-import type { ModelService } from './model-service.ts';
-import { GENERATED_RESOURCES, MANIFEST_YAML_OPTIONS, desiredObjects, render, routeSelectors } from './render.ts';
+import type { KubeObject, ModelService } from './model-service.ts';
+import { crossNamespaceNames } from './naming.ts';
+import { GENERATED_RESOURCES, MANIFEST_YAML_OPTIONS, crossNamespaceObjects, desiredObjects, render, routeSelectors } from './render.ts';
 
 const DIR = join(import.meta.dirname, 'testdata', 'render');
 const IMAGE = 'ghcr.io/modelplane/modelplane-affinity:golden';
@@ -60,6 +61,7 @@ describe('render', () => {
       'services',
       'deployments.apps',
       'poddisruptionbudgets.policy',
+      'referencegrants.gateway.networking.k8s.io',
       'envoyextensionpolicies.gateway.envoyproxy.io',
       'backendtrafficpolicies.gateway.envoyproxy.io',
     ]);
@@ -80,5 +82,71 @@ describe('render', () => {
   it('runs the hasher with the configured prefixBytes', () => {
     const deployment = render(ms({ type: 'PrefixHash', prefixBytes: 777 }), { extProcImage: IMAGE }).objects.find((o) => o.kind === 'Deployment');
     expect(JSON.stringify(deployment)).toContain('"--prefix-bytes","777"');
+  });
+});
+
+describe('crossNamespaceObjects (policies beside AIGatewayRoutes of other namespaces)', () => {
+  const ms = (affinity: unknown): ModelService => ({
+    apiVersion: 'modelplane.ai/v1alpha1',
+    kind: 'ModelService',
+    metadata: { name: 'kimi', namespace: 'ml', uid: 'u-1' },
+    spec: { affinity } as ModelService['spec'],
+  });
+  const defaulted = (affinity: unknown) => render(ms(affinity), { extProcImage: IMAGE }).modelService;
+  const targets = [
+    { namespace: 'modelplane-system', httpRoutes: ['ml-kimi', 'ml-kimi-canary'] },
+    { namespace: 'team-b', httpRoutes: ['kimi'] },
+  ];
+  const labels = { 'app.kubernetes.io/managed-by': 'modelplane-affinity', 'affinity.modelplane.ai/model-service': 'kimi', 'affinity.modelplane.ai/model-service-namespace': 'ml' };
+  const { backendTrafficPolicy: btp, prefixHash: eep } = crossNamespaceNames('ml', 'kimi');
+  const where = (objects: KubeObject[]) => objects.map((o) => `${o.kind} ${o.metadata.namespace}/${o.metadata.name}`);
+
+  it('PrefixHash: both policies per namespace, targeting the HTTPRoutes by name, and one ReferenceGrant beside the hasher', () => {
+    const objects = crossNamespaceObjects(defaulted({ type: 'PrefixHash' }), targets);
+    expect(where(objects)).toEqual([
+      'ReferenceGrant ml/kimi-prefix-hash',
+      `EnvoyExtensionPolicy modelplane-system/${eep}`,
+      `EnvoyExtensionPolicy team-b/${eep}`,
+      `BackendTrafficPolicy modelplane-system/${btp}`,
+      `BackendTrafficPolicy team-b/${btp}`,
+    ]);
+    const [grant, policy] = objects as [KubeObject, KubeObject];
+    expect(grant.metadata.ownerReferences?.[0]).toMatchObject({ kind: 'ModelService', name: 'kimi', uid: 'u-1', controller: true });
+    expect(grant.spec).toEqual({
+      from: [
+        { group: 'gateway.envoyproxy.io', kind: 'EnvoyExtensionPolicy', namespace: 'modelplane-system' },
+        { group: 'gateway.envoyproxy.io', kind: 'EnvoyExtensionPolicy', namespace: 'team-b' },
+      ],
+      to: [{ group: '', kind: 'Service', name: 'kimi-prefix-hash' }],
+    });
+    // No ownerReference can cross namespaces: the labels name the ModelService.
+    expect(policy.metadata).toEqual({ name: eep, namespace: 'modelplane-system', labels });
+    expect(policy.spec).toMatchObject({
+      targetRefs: [
+        { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: 'ml-kimi' },
+        { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: 'ml-kimi-canary' },
+      ],
+      extProc: [{ backendRefs: [{ group: '', kind: 'Service', name: 'kimi-prefix-hash', namespace: 'ml', port: 9002 }], failOpen: true }],
+    });
+    expect(policy.spec).not.toHaveProperty('targetSelectors');
+  });
+
+  it('the BackendTrafficPolicy elsewhere has the same load balancing and fallback as the one beside the ModelService', () => {
+    const session = defaulted({ type: 'Session', sessionHeader: 'X-Session-ID' });
+    const [away] = crossNamespaceObjects(session, targets.slice(0, 1));
+    const [home] = desiredObjects(session, { extProcImage: IMAGE });
+    const { targetRefs, ...awaySpec } = away?.spec as Record<string, unknown>;
+    const { targetSelectors: _s, ...homeSpec } = home?.spec as Record<string, unknown>;
+    expect(awaySpec).toEqual(homeSpec);
+    expect(targetRefs).toHaveLength(2);
+  });
+
+  it.each([
+    { name: 'Session: only the BackendTrafficPolicy, no grant (nothing crosses namespaces)', affinity: { type: 'Session', sessionHeader: 'x-s' }, targets, kinds: ['BackendTrafficPolicy', 'BackendTrafficPolicy'] },
+    { name: 'None: nothing', affinity: { type: 'None' }, targets, kinds: [] },
+    { name: "a target in the ModelService's own namespace: nothing (the label selectors cover it)", affinity: { type: 'PrefixHash' }, targets: [{ namespace: 'ml', httpRoutes: ['kimi'] }], kinds: [] },
+    { name: 'no target: nothing', affinity: { type: 'PrefixHash' }, targets: [], kinds: [] },
+  ])('$name', ({ affinity, targets: t, kinds }) => {
+    expect(crossNamespaceObjects(defaulted(affinity), t).map((o) => o.kind)).toEqual(kinds);
   });
 });

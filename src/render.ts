@@ -10,9 +10,12 @@ import {
   type ModelService,
   type OwnerReference,
 } from './model-service.ts';
+import type { CrossNamespaceTarget } from './route-shape.ts';
 import {
   CROSSPLANE_COMPOSITE_LABEL,
   MODEL_SERVICE_LABEL,
+  crossNamespaceLabels,
+  crossNamespaceNames,
   generatedNames,
   labelValue,
   ownershipLabels,
@@ -23,13 +26,18 @@ export const EXT_PROC_METRICS_PORT = 9090;
 export const EXT_PROC_REPLICAS = 2;
 export const DEFAULT_EXT_PROC_IMAGE = 'ghcr.io/modelplane/modelplane-affinity:0.1.0';
 export const GATEWAY_API_GROUP = 'gateway.networking.k8s.io';
-export const ENVOY_GATEWAY_API_VERSION = 'gateway.envoyproxy.io/v1alpha1';
+export const ENVOY_GATEWAY_GROUP = 'gateway.envoyproxy.io';
+export const ENVOY_GATEWAY_API_VERSION = `${ENVOY_GATEWAY_GROUP}/v1alpha1`;
+/** v1beta1: what Envoy Gateway v1.9.0 reads, served by every Gateway API release that has ReferenceGrant. */
+export const REFERENCE_GRANT_API_VERSION = `${GATEWAY_API_GROUP}/v1beta1`;
 
 /** Kinds the reconciler owns, in apply order (the ext_proc Service exists before the policy that points at it). */
 export const GENERATED_KINDS = [
   { apiVersion: 'v1', kind: 'Service', plural: 'services' },
   { apiVersion: 'apps/v1', kind: 'Deployment', plural: 'deployments' },
   { apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', plural: 'poddisruptionbudgets' },
+  // Lets a policy in an AIGatewayRoute's namespace reach the hasher Service (before that policy, like the Service).
+  { apiVersion: REFERENCE_GRANT_API_VERSION, kind: 'ReferenceGrant', plural: 'referencegrants' },
   { apiVersion: ENVOY_GATEWAY_API_VERSION, kind: 'EnvoyExtensionPolicy', plural: 'envoyextensionpolicies' },
   { apiVersion: ENVOY_GATEWAY_API_VERSION, kind: 'BackendTrafficPolicy', plural: 'backendtrafficpolicies' },
 ] as const;
@@ -116,14 +124,20 @@ function fallbackSettings(ms: ModelService): Record<string, unknown> {
   };
 }
 
-function backendTrafficPolicy(ms: ModelService, header: string): KubeObject {
-  const name = ms.metadata.name ?? '';
+/** How a policy finds its HTTPRoutes: by label in the ModelService's namespace, by name in a route's. */
+type Targets = { targetSelectors: Record<string, unknown>[] } | { targetRefs: Record<string, unknown>[] };
+
+function selectorTargets(ms: ModelService): Targets {
+  return { targetSelectors: routeSelectors(ms.metadata.name ?? '') };
+}
+
+function backendTrafficPolicy(ms: ModelService, header: string, meta: KubeObject['metadata'], targets: Targets): KubeObject {
   return {
     apiVersion: ENVOY_GATEWAY_API_VERSION,
     kind: 'BackendTrafficPolicy',
-    metadata: metadata(ms, generatedNames(name).backendTrafficPolicy),
+    metadata: meta,
     spec: {
-      targetSelectors: routeSelectors(name),
+      ...targets,
       loadBalancer: { type: 'ConsistentHash', consistentHash: { type: 'Headers', headers: [{ name: header }] } },
       ...fallbackSettings(ms),
     },
@@ -143,16 +157,17 @@ function hasherOf(ms: ModelService): Hasher {
   return { name, selector: { 'app.kubernetes.io/name': EXT_PROC_APP, 'app.kubernetes.io/instance': name } };
 }
 
-function envoyExtensionPolicy(ms: ModelService, hasher: Hasher): KubeObject {
+/** `serviceNamespace`: set when the policy lives in another namespace than the hasher's Service (a ReferenceGrant allows it). */
+function envoyExtensionPolicy(hasher: Hasher, meta: KubeObject['metadata'], targets: Targets, serviceNamespace?: string): KubeObject {
   return {
     apiVersion: ENVOY_GATEWAY_API_VERSION,
     kind: 'EnvoyExtensionPolicy',
-    metadata: metadata(ms, hasher.name),
+    metadata: meta,
     spec: {
-      targetSelectors: routeSelectors(ms.metadata.name ?? ''),
+      ...targets,
       extProc: [
         {
-          backendRefs: [{ group: '', kind: 'Service', name: hasher.name, port: EXT_PROC_PORT }],
+          backendRefs: [{ group: '', kind: 'Service', name: hasher.name, ...(serviceNamespace ? { namespace: serviceNamespace } : {}), port: EXT_PROC_PORT }],
           processingMode: { request: { body: 'BufferedPartial' } },
           // Envoy's default budget per message; in BufferedPartial mode it holds the headers until our answer.
           messageTimeout: '200ms',
@@ -257,10 +272,13 @@ function extProcPodDisruptionBudget(ms: ModelService, { name, selector }: Hasher
 
 const KIND_ORDER: string[] = GENERATED_KINDS.map((k) => k.kind);
 
-/** Sorted by kind (apply order) then name, so output never reorders by accident. */
+/** Sorted by kind (apply order), namespace, then name, so output never reorders by accident. */
 export function sortObjects(objects: KubeObject[]): KubeObject[] {
   return [...objects].sort(
-    (a, b) => KIND_ORDER.indexOf(a.kind) - KIND_ORDER.indexOf(b.kind) || String(a.metadata.name).localeCompare(String(b.metadata.name)),
+    (a, b) =>
+      KIND_ORDER.indexOf(a.kind) - KIND_ORDER.indexOf(b.kind) ||
+      String(a.metadata.namespace).localeCompare(String(b.metadata.namespace)) ||
+      String(a.metadata.name).localeCompare(String(b.metadata.name)),
   );
 }
 
@@ -268,10 +286,56 @@ export function sortObjects(objects: KubeObject[]): KubeObject[] {
 export function desiredObjects(ms: ModelService, options: RenderOptions): KubeObject[] {
   const header = hashHeader(ms);
   if (header === undefined) return [];
-  const objects = [backendTrafficPolicy(ms, header)];
+  const name = ms.metadata.name ?? '';
+  const objects = [backendTrafficPolicy(ms, header, metadata(ms, generatedNames(name).backendTrafficPolicy), selectorTargets(ms))];
   if (affinityType(ms) === 'PrefixHash') {
     const hasher = hasherOf(ms);
-    objects.push(envoyExtensionPolicy(ms, hasher), extProcService(ms, hasher), extProcDeployment(ms, hasher, options), extProcPodDisruptionBudget(ms, hasher));
+    objects.push(
+      envoyExtensionPolicy(hasher, metadata(ms, hasher.name), selectorTargets(ms)),
+      extProcService(ms, hasher),
+      extProcDeployment(ms, hasher, options),
+      extProcPodDisruptionBudget(ms, hasher),
+    );
+  }
+  return sortObjects(objects);
+}
+
+/**
+ * The objects for AIGatewayRoutes in other namespaces (src/route-shape.ts
+ * `discoverRoutes`): policies must live in their target's namespace, so each
+ * such namespace gets the BackendTrafficPolicy (and, for PrefixHash, the
+ * EnvoyExtensionPolicy) targeting the generated HTTPRoutes by name. They
+ * cannot have an ownerReference across namespaces: their labels name the
+ * ModelService instead. The hasher stays in the ModelService's namespace; a
+ * ReferenceGrant there, owned by the ModelService, lets those
+ * EnvoyExtensionPolicies reach its Service and nothing else.
+ */
+export function crossNamespaceObjects(ms: ModelService, targets: readonly CrossNamespaceTarget[]): KubeObject[] {
+  const header = hashHeader(ms);
+  const namespace = ms.metadata.namespace ?? 'default';
+  const elsewhere = targets.filter((t) => t.namespace !== namespace && t.httpRoutes.length > 0);
+  if (header === undefined || elsewhere.length === 0) return [];
+  const name = ms.metadata.name ?? '';
+  const names = crossNamespaceNames(namespace, name);
+  const prefixHash = affinityType(ms) === 'PrefixHash';
+  const hasher = hasherOf(ms);
+  const objects: KubeObject[] = [];
+  for (const target of elsewhere) {
+    const meta = (n: string) => ({ name: n, namespace: target.namespace, labels: crossNamespaceLabels(namespace, name) });
+    const targetRefs: Targets = { targetRefs: target.httpRoutes.map((route) => ({ group: GATEWAY_API_GROUP, kind: 'HTTPRoute', name: route })) };
+    objects.push(backendTrafficPolicy(ms, header, meta(names.backendTrafficPolicy), targetRefs));
+    if (prefixHash) objects.push(envoyExtensionPolicy(hasher, meta(names.prefixHash), targetRefs, namespace));
+  }
+  if (prefixHash) {
+    objects.push({
+      apiVersion: REFERENCE_GRANT_API_VERSION,
+      kind: 'ReferenceGrant',
+      metadata: metadata(ms, hasher.name),
+      spec: {
+        from: elsewhere.map((t) => ({ group: ENVOY_GATEWAY_GROUP, kind: 'EnvoyExtensionPolicy', namespace: t.namespace })),
+        to: [{ group: '', kind: 'Service', name: hasher.name }],
+      },
+    });
   }
   return sortObjects(objects);
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { KubeObject, ModelService } from './model-service.ts';
-import { routeShape, routeShapeWarnings, selectedRoutes } from './route-shape.ts';
+import { discoverRoutes, routeShape, routeShapeWarnings, selectedRoutes } from './route-shape.ts';
 
 const route = (name: string, labels: Record<string, string>, filters?: unknown[], namespace = 'ml'): KubeObject => ({
   apiVersion: 'gateway.networking.k8s.io/v1',
@@ -37,5 +37,45 @@ describe('routeShapeWarnings', () => {
   });
   it('warns that a per-backendRef path rewrite keeps the route from being served', () => {
     expect(routeShapeWarnings(ms(nextEndpoint), [route('r', { 'crossplane.io/composite': 'kimi' }, pathRewrite)])[0]).toMatch(/rejects/);
+  });
+});
+
+describe('discoverRoutes', () => {
+  const aiRoute = (name: string, namespace: string, models: string[]): KubeObject => ({
+    apiVersion: 'aigateway.envoyproxy.io/v1beta1',
+    kind: 'AIGatewayRoute',
+    metadata: { name, namespace },
+    spec: { rules: models.map((value) => ({ matches: [{ headers: [{ name: 'x-ai-eg-model', value }] }], backendRefs: [{ name: 'b' }] })) },
+  });
+  const session = ms({ type: 'Session', sessionHeader: 'x-s', fallback: 'NextEndpoint' });
+
+  it('targets every route of the model in other namespaces, grouped by namespace and sorted', () => {
+    const view = { httpRoutes: [], aiGatewayRoutes: [aiRoute('z', 'gw', ['ml/kimi']), aiRoute('a', 'gw', ['ml/kimi', 'ml/kimi']), aiRoute('k', 'b-team', ['ml/kimi']), aiRoute('q', 'gw', ['ml/qwen'])] };
+    const found = discoverRoutes(session, view);
+    expect(found.targets).toEqual([
+      { namespace: 'b-team', httpRoutes: ['k'] },
+      { namespace: 'gw', httpRoutes: ['a', 'z'] },
+    ]);
+    expect(found.findings.map((f) => `${f.level} ${f.route}`)).toEqual(['attached AIGatewayRoute b-team/k', 'attached AIGatewayRoute gw/a', 'attached AIGatewayRoute gw/z']);
+    expect(found.complete).toBe(true);
+  });
+
+  it('does not decide what belongs elsewhere while AIGatewayRoutes are unknown, and finds nothing for type None', () => {
+    expect(discoverRoutes(session, { httpRoutes: [], aiGatewayRoutes: undefined })).toEqual({ findings: [], targets: [], complete: false });
+    expect(discoverRoutes(ms({ type: 'None' }), { httpRoutes: [], aiGatewayRoutes: undefined })).toEqual({ findings: [], targets: [], complete: true });
+  });
+
+  it('reports a route of its own namespace that does not carry the label, and names the label to add', () => {
+    const [finding] = discoverRoutes(session, { httpRoutes: [], aiGatewayRoutes: [aiRoute('kimi', 'ml', ['ml/kimi'])] }).findings;
+    expect(finding).toMatchObject({ route: 'AIGatewayRoute ml/kimi', level: 'notApplied', reason: 'RouteNotSelected' });
+    expect(finding?.message).toContain('add the label to the AIGatewayRoute');
+  });
+
+  it('says which rules of a shared route carry other traffic', () => {
+    const [finding] = discoverRoutes(session, { httpRoutes: [], aiGatewayRoutes: [aiRoute('all', 'gw', ['ml/qwen', 'ml/kimi', 'ml/glm'])] }).findings;
+    expect(finding?.message).toBe(
+      'AIGatewayRoute gw/all routes x-ai-eg-model ml/kimi, but its rules 0, 2 route other traffic: a policy on its HTTPRoute would hash that traffic too, ' +
+        'so nothing is attached to it; route ml/kimi in an AIGatewayRoute of its own',
+    );
   });
 });

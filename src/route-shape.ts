@@ -9,6 +9,8 @@
 // - a per-backendRef URLRewrite *path* rewrite is rejected by Envoy Gateway
 //   (ResolvedRefs=False, requests get 500).
 import { affinityType } from './affinity.ts';
+import { MODEL_HEADER, inferencePoolMessage, inferencePoolRules, isAiGatewayGenerated, modelHeaderValue, ruleModel, rulesOf } from './ai-gateway.ts';
+import { EventReasons, type Reason, Reasons } from './conditions.ts';
 import type { KubeObject, ModelService } from './model-service.ts';
 import { CROSSPLANE_COMPOSITE_LABEL, MODEL_SERVICE_LABEL, labelValue } from './naming.ts';
 
@@ -38,27 +40,156 @@ export function selectedRoutes(ms: ModelService, routes: readonly KubeObject[]):
   );
 }
 
+/** What the route's shape does to affinity and to fallback: NextEndpoint, when it limits them (undefined: nothing). */
+function shapeWarning(ms: ModelService, route: KubeObject): string | undefined {
+  const name = `${route.metadata.namespace}/${route.metadata.name}`;
+  const shape = routeShape(route);
+  if (shape === 'Rejected') {
+    return (
+      `route ${name} has per-backendRef URLRewrite path rewrites, which Envoy Gateway v1.9 rejects (ResolvedRefs=False; requests get 500): ` +
+      'affinity cannot take effect until the path rewrite moves to a rule-level filter'
+    );
+  }
+  if (shape === 'ClusterPerBackendRef' && ms.spec?.affinity?.fallback === 'NextEndpoint') {
+    return (
+      `spec.affinity.fallback: NextEndpoint is limited on route ${name}: its backendRefs carry their own filters, so each is its own ` +
+      'Envoy cluster and the hash picks the cluster before any health check (weighted_clusters). When a cluster is down, every ' +
+      'request hashed to it fails with 503: retries stay inside that cluster and outlier detection cannot move its keys; the other ' +
+      "clusters' keys are unaffected. Move the filters to the rule (per-cluster Host: Backends with hostname and an HTTPRouteFilter " +
+      'hostname type Backend) to get failover'
+    );
+  }
+  return undefined;
+}
+
 /** Warnings about what the selected routes' shapes do to affinity and to fallback: NextEndpoint. */
 export function routeShapeWarnings(ms: ModelService, routes: readonly KubeObject[]): string[] {
   if (affinityType(ms) === 'None') return [];
-  const warnings: string[] = [];
-  for (const route of selectedRoutes(ms, routes)) {
-    const name = `${route.metadata.namespace}/${route.metadata.name}`;
-    const shape = routeShape(route);
-    if (shape === 'Rejected') {
-      warnings.push(
-        `route ${name} has per-backendRef URLRewrite path rewrites, which Envoy Gateway v1.9 rejects (ResolvedRefs=False; requests get 500): ` +
-          'affinity cannot take effect until the path rewrite moves to a rule-level filter',
-      );
-    } else if (shape === 'ClusterPerBackendRef' && ms.spec?.affinity?.fallback === 'NextEndpoint') {
-      warnings.push(
-        `spec.affinity.fallback: NextEndpoint is limited on route ${name}: its backendRefs carry their own filters, so each is its own ` +
-          'Envoy cluster and the hash picks the cluster before any health check (weighted_clusters). When a cluster is down, every ' +
-          'request hashed to it fails with 503: retries stay inside that cluster and outlier detection cannot move its keys; the other ' +
-          "clusters' keys are unaffected. Move the filters to the rule (per-cluster Host: Backends with hostname and an HTTPRouteFilter " +
-          'hostname type Backend) to get failover',
-      );
+  return selectedRoutes(ms, routes).flatMap((route) => shapeWarning(ms, route) ?? []);
+}
+
+/** The routes the discovery reads: HTTPRoutes and AIGatewayRoutes of every namespace. */
+export interface RouteView {
+  httpRoutes: readonly KubeObject[];
+  /** `[]` when the cluster does not serve the kind; undefined while it is not known (its informer has not listed). */
+  aiGatewayRoutes: readonly KubeObject[] | undefined;
+}
+
+/** How much of the affinity a route found gets. */
+export type FindingLevel = 'attached' | 'limited' | 'notApplied';
+
+/** One route found for a ModelService, and what attaches there: an Event each, and the condition's reason and message. */
+export interface RouteFinding {
+  /** `Kind namespace/name`. */
+  route: string;
+  level: FindingLevel;
+  reason: Reason | (typeof EventReasons)['RouteAttached'];
+  message: string;
+}
+
+/** Policies to create in another namespace, targeting these HTTPRoutes (generated from AIGatewayRoutes) by name. */
+export interface CrossNamespaceTarget {
+  namespace: string;
+  httpRoutes: string[];
+}
+
+export interface RouteDiscovery {
+  findings: RouteFinding[];
+  /** Sorted by namespace, route names sorted. */
+  targets: CrossNamespaceTarget[];
+  /** False while AIGatewayRoutes are not known: what belongs in other namespaces cannot be decided yet. */
+  complete: boolean;
+}
+
+const ONE_CLUSTER_PER_RULE = "each rule's backends are one Envoy cluster (Maglev; backend priorities keep priority failover)";
+
+const byName = (a: KubeObject, b: KubeObject) =>
+  `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace}/${b.metadata.name}`);
+
+/** An HTTPRoute our targetSelectors select: hand-labelled, composed by Crossplane, or generated by AI Gateway (labels copied). */
+function httpRouteFindings(ms: ModelService, route: KubeObject): RouteFinding[] {
+  const where = `${route.metadata.namespace}/${route.metadata.name}`;
+  const id = `HTTPRoute ${where}`;
+  const warning = shapeWarning(ms, route);
+  if (warning !== undefined) return [{ route: id, level: 'limited', reason: Reasons.FailoverLimited, message: warning }];
+  if (!isAiGatewayGenerated(route)) {
+    const shape = routeShape(route) === 'OneCluster' ? 'its backendRefs are one Envoy cluster (Maglev)' : 'each backendRef is its own Envoy cluster, picked by the hash (weighted_clusters)';
+    return [{ route: id, level: 'attached', reason: EventReasons.RouteAttached, message: `${id}: selected by the policies' targetSelectors; ${shape}` }];
+  }
+  // Generated from the AIGatewayRoute of the same name and namespace, rule for rule.
+  return aiGatewayRuleFindings(id, where, rulesOf(route), `${id}, generated from AIGatewayRoute ${where}: selected by the policies' targetSelectors (labels copied); ${ONE_CLUSTER_PER_RULE}`);
+}
+
+/** InferencePool rules are not affinity's to steer; the rest of the route is attached (`attached` message), when any rest is left. */
+function aiGatewayRuleFindings(id: string, aiGatewayRoute: string, rules: ReturnType<typeof rulesOf>, attached: string): RouteFinding[] {
+  const pools = inferencePoolRules(rules);
+  const findings: RouteFinding[] = pools.map((p) => ({ route: id, level: 'notApplied', reason: Reasons.InferencePoolBackend, message: inferencePoolMessage(aiGatewayRoute, p) }));
+  const steered = rules.some((r, i) => (r.backendRefs ?? []).length > 0 && !pools.some((p) => p.rule === i));
+  if (steered) findings.unshift({ route: id, level: 'attached', reason: EventReasons.RouteAttached, message: attached });
+  return findings;
+}
+
+/**
+ * Which routes a ModelService's affinity attaches to, beside the label
+ * selectors: HTTPRoutes of its namespace that carry its label (AI Gateway's
+ * generated ones included), and AIGatewayRoutes of other namespaces whose
+ * every rule matches x-ai-eg-model exactly `<namespace>/<name>` (Modelplane's
+ * shape: one route per model). A route that also carries other traffic is
+ * reported, not attached: a policy on it would hash that traffic too.
+ */
+export function discoverRoutes(ms: ModelService, view: RouteView): RouteDiscovery {
+  if (affinityType(ms) === 'None') return { findings: [], targets: [], complete: true };
+  const namespace = ms.metadata.namespace;
+  const findings = selectedRoutes(ms, [...view.httpRoutes].sort(byName)).flatMap((r) => httpRouteFindings(ms, r));
+  const model = modelHeaderValue(ms);
+  const targets = new Map<string, string[]>();
+  for (const route of [...(view.aiGatewayRoutes ?? [])].sort(byName)) {
+    const rules = rulesOf(route);
+    const ours = rules.map((r) => ruleModel(r) === model);
+    if (!ours.includes(true)) continue;
+    const where = `${route.metadata.namespace}/${route.metadata.name}`;
+    const id = `AIGatewayRoute ${where}`;
+    if (route.metadata.namespace === namespace) {
+      // Labelled, it passes the label to its HTTPRoute, which is reported above once AI Gateway has generated it.
+      if (selectedRoutes(ms, [route]).length === 0) {
+        findings.push({
+          route: id,
+          level: 'notApplied',
+          reason: Reasons.RouteNotSelected,
+          message:
+            `${id} routes ${MODEL_HEADER} ${model} but carries neither ${MODEL_SERVICE_LABEL} nor ${CROSSPLANE_COMPOSITE_LABEL}: ${labelValue(ms.metadata.name ?? '')}, ` +
+            'so the policies do not select its HTTPRoute; add the label to the AIGatewayRoute (AI Gateway copies it to the HTTPRoute)',
+        });
+      }
+      continue;
+    }
+    const others = ours.flatMap((mine, i) => (mine ? [] : [i]));
+    if (others.length > 0) {
+      findings.push({
+        route: id,
+        level: 'notApplied',
+        reason: Reasons.RouteShared,
+        message:
+          `${id} routes ${MODEL_HEADER} ${model}, but its rule${others.length > 1 ? 's' : ''} ${others.join(', ')} route other traffic: a policy on its HTTPRoute ` +
+          `would hash that traffic too, so nothing is attached to it; route ${model} in an AIGatewayRoute of its own`,
+      });
+      continue;
+    }
+    const found = aiGatewayRuleFindings(
+      id,
+      where,
+      rules,
+      `${id} routes ${MODEL_HEADER} ${model}: the policies in namespace ${route.metadata.namespace} target its HTTPRoute ${where} by name; ${ONE_CLUSTER_PER_RULE}`,
+    );
+    findings.push(...found);
+    if (found.some((f) => f.level === 'attached')) {
+      const ns = route.metadata.namespace ?? '';
+      targets.set(ns, [...(targets.get(ns) ?? []), route.metadata.name ?? '']);
     }
   }
-  return warnings;
+  return {
+    findings,
+    targets: [...targets].sort(([a], [b]) => a.localeCompare(b)).map(([ns, httpRoutes]) => ({ namespace: ns, httpRoutes: httpRoutes.sort() })),
+    complete: view.aiGatewayRoutes !== undefined,
+  };
 }

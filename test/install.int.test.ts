@@ -138,11 +138,12 @@ const GENERATED = GENERATED_RESOURCES;
 
 /** What the manager does (reconciler/controller.ts, leader.ts, kube.ts) → must be allowed. */
 const NEEDED: Access[] = [
-  ...['list', 'watch'].map((verb) => ({ verb, resource: 'modelservices.modelplane.ai' })),
+  ...['list', 'watch', 'patch'].map((verb) => ({ verb, resource: 'modelservices.modelplane.ai' })),
   { verb: 'patch', resource: 'modelservices.modelplane.ai', subresource: 'status' },
   { verb: 'update', resource: 'modelservices.modelplane.ai', subresource: 'finalizers' },
   ...GENERATED.flatMap((resource) => ['get', 'list', 'watch', 'create', 'patch', 'delete'].map((verb) => ({ verb, resource }))),
   ...['list', 'watch'].map((verb) => ({ verb, resource: 'httproutes.gateway.networking.k8s.io' })),
+  ...['list', 'watch'].map((verb) => ({ verb, resource: 'aigatewayroutes.aigateway.envoyproxy.io' })),
   { verb: 'create', resource: 'events' },
   { verb: 'create', resource: 'leases.coordination.k8s.io', namespace: NAMESPACE },
   { verb: 'get', resource: 'leases.coordination.k8s.io', name: 'modelplane-affinity', namespace: NAMESPACE },
@@ -169,9 +170,9 @@ const REFUSED: Access[] = [
   { verb: 'patch', resource: 'mutatingwebhookconfigurations.admissionregistration.k8s.io' },
   { verb: 'delete', resource: 'customresourcedefinitions.apiextensions.k8s.io' },
   { verb: 'delete', resource: 'namespaces' },
-  // ModelServices are the users': only their status is ours.
+  // ModelServices are the users': only their status and our finalizer (patch) are ours.
   { verb: 'create', resource: 'modelservices.modelplane.ai' },
-  { verb: 'patch', resource: 'modelservices.modelplane.ai' },
+  { verb: 'update', resource: 'modelservices.modelplane.ai' },
   { verb: 'delete', resource: 'modelservices.modelplane.ai' },
   { verb: 'get', resource: 'modelservices.modelplane.ai' },
   { verb: 'update', resource: 'modelservices.modelplane.ai', subresource: 'status' },
@@ -182,6 +183,8 @@ const REFUSED: Access[] = [
   // Routes and gateways are read or not touched at all.
   { verb: 'get', resource: 'httproutes.gateway.networking.k8s.io' },
   { verb: 'patch', resource: 'httproutes.gateway.networking.k8s.io' },
+  { verb: 'get', resource: 'aigatewayroutes.aigateway.envoyproxy.io' },
+  { verb: 'patch', resource: 'aigatewayroutes.aigateway.envoyproxy.io' },
   { verb: 'create', resource: 'gateways.gateway.networking.k8s.io' },
   { verb: 'patch', resource: 'securitypolicies.gateway.envoyproxy.io' },
   { verb: 'patch', resource: 'events' },
