@@ -225,6 +225,19 @@ describe('Writer under 429 Too Many Requests', () => {
     await many(5);
     expect(maxInFlight).toBe(3);
   });
+
+  it('lets a Lease write through while the writes in flight are at their limit', async () => {
+    const { w } = writer();
+    answers = [{ status: 429, retryAfter: '1' }, { status: 429, retryAfter: '1' }, { status: 429, retryAfter: '1' }, { status: 429, retryAfter: '1' }];
+    await w.apply('ml/kimi', policy);
+    expect(w.concurrency).toBe(2);
+    holdMs = 50;
+    const writes = Promise.all([1, 2].map((i) => w.apply(`ml/m${i}`, { ...policy, metadata: { ...policy.metadata, name: `m${i}-affinity` } })));
+    const lease = nextLease(undefined, { holder: 'a', namespace: 'sys', name: 'mpa', leaseDurationMs: 15_000 }, new Date());
+    maxInFlight = 0;
+    await Promise.all([writes, w.lease((lease as { lease: Lease }).lease, 'create')]);
+    expect(maxInFlight).toBe(3);
+  });
 });
 
 describe('nextConcurrency', () => {
