@@ -1,4 +1,5 @@
-// Benchmark: our ext_proc prefix hasher against the Gateway API Inference
+// Benchmark: our ext_proc prefix hasher, in both key modes (`--prefix-key
+// Conversation` and `--prefix-key Body`), against the Gateway API Inference
 // Extension's body-based router (BBR v1.5.0, non-streaming, plaintext), the
 // closest production peer (an ext_proc that reads the body and sets a routing
 // header). Same machine, same run, same load generator; each server pinned
@@ -6,39 +7,57 @@
 // plane (BBR needs an API server) on core 1.
 //
 // One ext_proc stream per request, played as Envoy Gateway plays it: request
-// headers, wait for the answer, one body message (end_of_stream), wait for the
-// answer, half-close. Reported per body size (4 KiB and 32 KiB of OpenAI chat
-// JSON): requests/s at saturation (closed loop, best of several
+// headers, wait for the answer, one body message, wait for the answer,
+// half-close. The bodies are OpenAI chat requests of a multi-turn
+// conversation (system prompt, the history resent, the new user message), so
+// the Conversation key reads the opening and skips the rest as it does in
+// production:
+// - 4 KiB: turn 2's whole request, end_of_stream true, to every server;
+// - 32 KiB: for the hasher, the first 32 KiB of a 48 KiB request with
+//   end_of_stream false, as Envoy's BufferedPartial mode sends a body over
+//   its 32 KiB buffer; for BBR, a whole 32 KiB request (BBR parses the whole
+//   document: a cut one is a parse error it answers with a 400).
+// Reported per body: requests/s at saturation (closed loop, best of several
 // concurrencies), p50/p99 of the exchange at half that rate (open loop, fixed
 // arrival schedule, latency from the scheduled start), and server RSS with
 // 1,000 open streams. ghz (a Go load generator that pipelines the messages
 // without waiting, unlike Envoy) gives a second saturation figure; h2load
 // (C, pipelined like ghz) a third, with latency at half load.
 //
-// Last, alternating pairs: both servers started once per body size, then
-// h2load saturation runs taking turns, --pairs times, with the ratio taken
-// within each pair and the median over pairs (the machine's speed drifts
-// between rounds far more than within a pair).
+// Last, alternating runs: the three servers started once per body, then
+// rounds of h2load runs taking turns (in order, then in reverse), --pairs
+// times, with ratios taken within each round and the median over rounds (the
+// machine's speed drifts between rounds far more than within one). Each
+// round: saturation of each server; the hashers' closed-loop p99 at half
+// their saturation rate; and each server in open loop at half its own
+// saturation rate, where h2load starts requests in bursts on a timer tick
+// (the open-loop burst p99 and max), plus the Conversation hasher at BBR's
+// half rate (the same offered load as BBR). --trace-gc runs the hashers with
+// V8's --trace-gc and counts their collections and pauses during each burst.
 //
 // Every server listens on loopback only: the measuring part runs in a fresh
 // network namespace whose only interface is lo (BBR binds all interfaces).
 //
-//   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 2] [--pairs 8] [--skip-ghz]
+//   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 2] [--pairs 8] [--skip-ghz] [--trace-gc] [--keys Conversation,Body]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { EnvoyStream, bodyMessage, connectExtProc, headersMessage, type ExtProcClient, type HeaderList } from '../ext-proc/envoy-harness.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
-import { alternatingPair, cpuSeconds, median, memoryMiB, percentile, sampleSum } from './stats.ts';
+import { alternatingRuns, cpuSeconds, median, memoryMiB, percentile, sampleSum } from './stats.ts';
 import { h2load, requireH2load, type H2loadRun } from './h2load.ts';
 import { frameMessage } from '../ext-proc/grpc-wire.ts';
+import { conversationKey } from '../ext-proc/conversation-key.ts';
+import { loadXxh64, promptHash } from '../ext-proc/handlers.ts';
 import { PROCESS_METHOD_PATH, processMethod, type ProcessingResponse } from '../ext-proc/protocol.ts';
 import { ETCD_TOOLS, KUBE_TOOLS, REPO_ROOT, ensureGoTools, type GoToolsModule } from '../test/testbed/go-tools.ts';
 import { freePort, startProcess, type ManagedProcess } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
 import { EXT_PROC_ENV } from '../src/render.ts';
+import { PREFIX_KEYS, type PrefixKey } from '../src/model-service.ts';
+import { shape, type Dialogue, type Turn } from './client-shapes.ts';
 
 export const BENCH_TOOLS: GoToolsModule = {
   module: 'bench',
@@ -51,7 +70,8 @@ export const BENCH_TOOLS: GoToolsModule = {
 const SERVER_CORE = '0';
 const CLIENT_CORE = '1';
 const PREFIX_BYTES = 1024;
-const BODY_SIZES = [4096, 32768];
+/** Envoy Gateway's default connection buffer: BufferedPartial sends at most this much of a body. */
+const BUFFER_LIMIT = 32768;
 const CONCURRENCIES = [16, 64, 256];
 const CONNECTIONS = 2;
 const OPEN_STREAMS = 1000;
@@ -62,30 +82,74 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '2' },
     pairs: { type: 'string', default: '8' },
     'skip-ghz': { type: 'boolean', default: false },
+    'trace-gc': { type: 'boolean', default: false },
+    keys: { type: 'string', default: PREFIX_KEYS.join(',') },
     inner: { type: 'boolean', default: false },
   },
 });
 const SECONDS = Number(args.seconds);
+const KEYS = (args.keys as string).split(',').map((key) => {
+  if (!(PREFIX_KEYS as readonly string[]).includes(key)) throw new Error(`--keys: ${key} is not one of ${PREFIX_KEYS.join(', ')}`);
+  return key as PrefixKey;
+});
 
-/** An OpenAI chat-completion body of exactly `size` bytes. */
+const WORDS = 'the cluster keeps the prefix of this conversation warm so the next turn starts fast über 東京 cache token and a reply cites documents'.split(' ');
+
+function prose(bytes: number, salt: number): string {
+  let out = '';
+  for (let i = 0; Buffer.byteLength(out) < bytes; i++) out += `${WORDS[(i * 7 + salt) % WORDS.length]} `;
+  return out;
+}
+
+/** A chat of `turns` turns: a 700-byte system prompt, a 500-byte first question, 1,200-byte answers, 250-byte follow-ups. */
+function dialogue(turns: number): Dialogue {
+  return { system: prose(700, 1), turns: Array.from({ length: turns }, (_, i): Turn => ({ user: prose(i === 0 ? 500 : 250, i + 2), assistant: prose(1200, i + 3) })) };
+}
+
+const CHAT = shape('chat: model first (OpenAI SDK)');
+const chatTurn = (turns: number) => Buffer.from(CHAT.body(dialogue(turns), turns - 1));
+
+/** The request of a chat's last turn (the history resent) with the most turns that fit, its last user message padded to make the body exactly `size` bytes. */
 export function chatBody(size: number): Buffer {
-  const envelope = (content: string) =>
-    JSON.stringify({
-      model: 'kimi-k2',
-      messages: [
-        { role: 'system', content: 'You are a helpful assistant. Answer briefly and cite the documents you use.' },
-        { role: 'user', content },
-      ],
-      stream: true,
-      temperature: 0.7,
-    });
-  const words = 'the cluster keeps the prefix of this conversation warm so the next turn starts fast ';
-  let content = '';
-  while (Buffer.byteLength(envelope(content)) < size) content += words;
-  content = content.slice(0, content.length - (Buffer.byteLength(envelope(content)) - size));
-  const body = Buffer.from(envelope(content));
+  let turns = 1;
+  while (chatTurn(turns + 1).length <= size) turns++;
+  const d = dialogue(turns);
+  const last = d.turns[turns - 1] as Turn;
+  last.user += 'and so on '.repeat(Math.ceil(size / 10)).slice(0, size - chatTurn(turns).length);
+  const body = Buffer.from(CHAT.body(d, turns - 1));
   if (body.length !== size) throw new Error(`built a ${body.length}-byte body, wanted ${size}`);
   return body;
+}
+
+/** The first `size` bytes of the request of a chat 1.5 times as long: what Envoy's BufferedPartial mode sends of it (end_of_stream false). */
+function cutChatBody(size: number): Buffer {
+  let turns = 1;
+  while (chatTurn(turns).length < 1.5 * size) turns++;
+  return chatTurn(turns).subarray(0, size);
+}
+
+interface Message {
+  body: Buffer;
+  endOfStream: boolean;
+}
+
+interface BodyCase {
+  name: string;
+  /** What the hasher is sent. */
+  hasher: Message;
+  /** What BBR is sent: always a whole request, which it parses. */
+  bbr: Message;
+}
+
+function bodyCases(): BodyCase[] {
+  const small = { body: chatBody(4096), endOfStream: true };
+  const cases = [
+    { name: '4 KiB', hasher: small, bbr: small },
+    { name: '32 KiB', hasher: { body: cutChatBody(BUFFER_LIMIT), endOfStream: false }, bbr: { body: chatBody(BUFFER_LIMIT), endOfStream: true } },
+  ];
+  // The Conversation key must come from the chat's opening, not fall back to the Body key.
+  for (const c of cases) if (conversationKey(c.hasher.body, PREFIX_BYTES) === undefined) throw new Error(`the ${c.name} body has no Conversation key`);
+  return cases;
 }
 
 const HEADERS: HeaderList = [
@@ -103,14 +167,47 @@ interface Target {
   name: string;
   port: number;
   process: ManagedProcess;
+  /** What this server is sent of a body case. */
+  message(c: BodyCase): Message;
   /** Does this body answer carry the header the server exists to set? */
   answered(response: ProcessingResponse | undefined): boolean;
+  /** The header value a body must get (checked once per server and body): the hasher's x-prompt-hash. */
+  expected?: (body: Buffer) => { header: string; value: string };
   /** Body answers that carried the header, from the server's own metrics (h2load sees HTTP status only). */
   answeredCount?: () => Promise<number>;
+  /** The hasher runs with --trace-gc: its collections since `offset` of its log. */
+  gcSince?: (offset: number) => GcCounts;
+  /** Bytes in its log now (where gcSince starts). */
+  logOffset?: () => number;
 }
 
-function setHeaderKeys(response: ProcessingResponse | undefined): string[] {
-  return (response?.request_body?.response?.header_mutation?.set_headers ?? []).map((h) => h.header?.key?.toLowerCase() ?? '');
+interface GcCounts {
+  scavenges: number;
+  markCompacts: number;
+  /** Longest pause of each kind, ms. */
+  maxScavengeMs: number;
+  maxMarkCompactMs: number;
+}
+
+/** Counts V8 --trace-gc lines ("Scavenge ... MB, 0.52 / 0.00 ms", "Mark-Compact ... MB, 25.1 / 0.00 ms"). */
+export function gcCounts(log: string): GcCounts {
+  const counts: GcCounts = { scavenges: 0, markCompacts: 0, maxScavengeMs: 0, maxMarkCompactMs: 0 };
+  for (const m of log.matchAll(/ms: (Scavenge|Mark-Compact|Minor Mark-Sweep)\b[^\n]*? MB, (?:pooled: [\d.]+ MB, )?([\d.]+) \/ [\d.]+ ms/g)) {
+    const pause = Number(m[2]);
+    if (m[1] === 'Mark-Compact') {
+      counts.markCompacts++;
+      counts.maxMarkCompactMs = Math.max(counts.maxMarkCompactMs, pause);
+    } else {
+      counts.scavenges++;
+      counts.maxScavengeMs = Math.max(counts.maxScavengeMs, pause);
+    }
+  }
+  return counts;
+}
+
+function setHeaderValue(response: ProcessingResponse | undefined, header: string): string | undefined {
+  const found = (response?.request_body?.response?.header_mutation?.set_headers ?? []).find((h) => h.header?.key?.toLowerCase() === header);
+  return found?.header?.raw_value === undefined ? undefined : Buffer.from(found.header.raw_value).toString('latin1');
 }
 
 function clients(port: number): ExtProcClient[] {
@@ -118,13 +215,13 @@ function clients(port: number): ExtProcClient[] {
   return Array.from({ length: CONNECTIONS }, () => connectExtProc(`127.0.0.1:${port}`, { channel: { 'grpc.use_local_subchannel_pool': 1 } }));
 }
 
-/** One request as Envoy plays it; resolves with the time the body answer came back. */
-async function exchange(client: ExtProcClient, body: Buffer, target: Target): Promise<{ ok: boolean; stream: EnvoyStream }> {
+/** One request as Envoy plays it; resolves once the body answer came back. */
+async function exchange(client: ExtProcClient, message: Message, target: Target): Promise<{ ok: boolean; stream: EnvoyStream; answer: ProcessingResponse | undefined }> {
   const stream = new EnvoyStream(client);
   const headersAnswer = await stream.send(headersMessage(HEADERS, false));
-  if (headersAnswer?.request_headers === undefined) return { ok: false, stream };
-  const bodyAnswer = await stream.send(bodyMessage(body, true));
-  return { ok: target.answered(bodyAnswer), stream };
+  if (headersAnswer?.request_headers === undefined) return { ok: false, stream, answer: undefined };
+  const answer = await stream.send(bodyMessage(message.body, message.endOfStream));
+  return { ok: target.answered(answer), stream, answer };
 }
 
 interface Saturation {
@@ -137,7 +234,7 @@ interface Saturation {
   failures: number;
 }
 
-async function closedLoop(target: Target, body: Buffer, concurrency: number): Promise<Saturation> {
+async function closedLoop(target: Target, body: Message, concurrency: number): Promise<Saturation> {
   const pool = clients(target.port);
   let done = 0;
   let failures = 0;
@@ -193,7 +290,7 @@ const MAX_IN_FLIGHT = 2000;
  * the body answer; the schedule lag is reported apart, so a load generator
  * that falls behind shows as lag rather than as server latency.
  */
-async function openLoop(target: Target, body: Buffer, rate: number): Promise<Latency> {
+async function openLoop(target: Target, body: Message, rate: number): Promise<Latency> {
   const pool = clients(target.port);
   // Warm the connections up.
   await Promise.all(pool.map(async (client) => (await exchange(client, body, target)).stream.halfClose()));
@@ -249,7 +346,7 @@ interface Memory {
 }
 
 /** RSS once warm and idle, then with 1,000 streams open, each past its body answer (as while Envoy waits for the upstream). */
-async function memory(target: Target, body: Buffer): Promise<Memory> {
+async function memory(target: Target, body: Message): Promise<Memory> {
   const pid = target.process.child.pid as number;
   const pool = clients(target.port);
   for (let i = 0; i < 200; i++) (await exchange(pool[i % pool.length] as ExtProcClient, body, target)).stream.halfClose();
@@ -272,11 +369,11 @@ async function memory(target: Target, body: Buffer): Promise<Memory> {
   return { idleMiB, openMiB, opened };
 }
 
-function ghzRps(ghz: string, port: number, body: Buffer): number {
+function ghzRps(ghz: string, port: number, message: Message): number {
   const deps = join(REPO_ROOT, 'node_modules', '@grpc', 'grpc-js-xds', 'deps');
   const messages = [
     { request_headers: { headers: { headers: HEADERS.map(([key, value]) => ({ key, raw_value: Buffer.from(value).toString('base64') })) } } },
-    { request_body: { body: body.toString('base64'), end_of_stream: true } },
+    { request_body: { body: message.body.toString('base64'), end_of_stream: message.endOfStream } },
   ];
   const out = execFileSync(
     'taskset',
@@ -317,12 +414,14 @@ const H2LOAD_IN_FLIGHT = [1, 2, 3, 4, 6, 8, 12, 16];
 const H2LOAD_OPEN_CONNECTIONS = 4;
 
 /** The same ext_proc stream as exchange(), as one HTTP/2 request body: the framed headers message, then the framed body message. */
-function grpcRequestFile(dir: string, body: Buffer): string {
+function grpcRequestFile(dir: string, message: Message): string {
   const { requestSerialize } = processMethod();
-  const file = join(dir, `ext-proc-request-${body.length}.bin`);
-  writeFileSync(file, Buffer.concat([frameMessage(requestSerialize(headersMessage(HEADERS, false))), frameMessage(requestSerialize(bodyMessage(body, true)))]));
+  const file = join(dir, `ext-proc-request-${message.body.length}${message.endOfStream ? '' : '-partial'}.bin`);
+  writeFileSync(file, Buffer.concat([frameMessage(requestSerialize(headersMessage(HEADERS, false))), frameMessage(requestSerialize(bodyMessage(message.body, message.endOfStream)))]));
   return file;
 }
+
+type BurstRun = H2loadRun & { rate: number; gc?: GcCounts | undefined };
 
 /**
  * h2load against one server with one request file. It counts the requests it
@@ -355,6 +454,17 @@ async function h2loadSession(target: Target, bodyFile: string, logFile: string) 
       if (result === undefined) throw new Error('halfLoad: no stream counts to try');
       return result;
     },
+    /**
+     * Open loop at `rate` over H2LOAD_OPEN_CONNECTIONS connections. h2load
+     * starts each connection's requests on a timer tick, so they arrive in
+     * bursts (at 8,000 req/s, about 80 at once every 10 ms).
+     */
+    burst(rate: number, requests: number): BurstRun {
+      const perConnection = Math.max(1, Math.round(rate / H2LOAD_OPEN_CONNECTIONS));
+      const offset = target.logOffset?.();
+      const result = run({ requests, connections: H2LOAD_OPEN_CONNECTIONS, streamsPerConnection: 64, ratePerConnection: perConnection });
+      return { ...result, rate: perConnection * H2LOAD_OPEN_CONNECTIONS, gc: offset === undefined ? undefined : target.gcSince?.(offset) };
+    },
     async check(): Promise<void> {
       if (answered0 === undefined) return;
       const answered = (await target.answeredCount?.()) as number;
@@ -363,125 +473,166 @@ async function h2loadSession(target: Target, bodyFile: string, logFile: string) 
   };
 }
 
+type H2loadSession = Awaited<ReturnType<typeof h2loadSession>>;
+
+/** Requests for about SECONDS at `rate`. */
+const requestsFor = (rate: number, floor = 2000) => Math.max(floor, Math.round(rate * SECONDS));
+
 async function measureWithH2load(target: Target, bodyFile: string, dir: string, roughRate: number): Promise<H2loadResult> {
   const session = await h2loadSession(target, bodyFile, join(dir, 'h2load.log'));
   session.run({ requests: 5000, connections: CONNECTIONS, streamsPerConnection: 32 }); // warm-up
-  const { cpuMsPerRequest: serverCpuMsPerRequest, ...saturation } = session.saturate(Math.max(10_000, Math.round(roughRate * SECONDS * 2)));
+  const { cpuMsPerRequest: serverCpuMsPerRequest, ...saturation } = session.saturate(requestsFor(roughRate * 2, 10_000));
   const half = saturation.perSecond / 2;
-  const requests = Math.max(2000, Math.round(half * SECONDS));
-  const halfLoad = session.halfLoad(half, requests);
-  const perConnection = Math.max(1, Math.round(half / H2LOAD_OPEN_CONNECTIONS));
-  const openLoop = { ...session.run({ requests, connections: H2LOAD_OPEN_CONNECTIONS, streamsPerConnection: 64, ratePerConnection: perConnection }), rate: perConnection * H2LOAD_OPEN_CONNECTIONS };
+  const halfLoad = session.halfLoad(half, requestsFor(half));
+  const openLoop = session.burst(half, requestsFor(half));
   await session.check();
   return { saturation, serverCpuMsPerRequest, halfLoad, openLoop };
 }
 
-interface Pair {
-  pair: number;
-  size: number;
-  ours: H2loadRun & { cpuMsPerRequest: number };
-  bbr: H2loadRun & { cpuMsPerRequest: number };
-  /** Our closed-loop p99 at half our saturation rate in this pair. */
-  oursHalfLoad: H2loadRun & { inFlight: number };
+interface Round {
+  round: number;
+  body: string;
+  /** One entry per target, in the targets' order. */
+  saturation: Array<H2loadRun & { cpuMsPerRequest: number }>;
+  /** Closed loop at half its own saturation rate in this round: hashers only. */
+  halfLoad: Array<(H2loadRun & { inFlight: number }) | undefined>;
+  /** Open loop (bursts) at half its own saturation rate in this round. */
+  burst: BurstRun[];
+  /** The first hasher in open loop at BBR's half rate: the same offered load as BBR. */
+  burstAtBbrRate: BurstRun | undefined;
 }
 
 /**
- * Both servers started once per body size, then h2load saturation runs
- * alternating between them, PAIRS times. On a shared VM the speed of the
- * machine drifts by tens of percent within minutes; a ratio taken within one
- * pair (seconds apart) cancels most of that, and the median over pairs is
- * robust to a pair that drift still spoils. The closed-loop p99 at half load
- * is measured for the hasher in every pair too.
+ * The servers started once per body, then h2load runs taking turns, in
+ * order in even rounds and in reverse in odd ones, PAIRS rounds. On a shared
+ * VM the speed of the machine drifts by tens of percent within minutes; a
+ * ratio taken within one round (seconds apart) cancels most of that, and the
+ * median over rounds is robust to a round that drift still spoils. BBR is
+ * the last target.
  */
-async function interleavedPairs(startHasher: () => Promise<Target>, startBbr: () => Promise<Target>, scratch: string, pairs: number): Promise<Pair[]> {
-  const results: Pair[] = [];
-  for (const size of BODY_SIZES) {
-    const bodyFile = grpcRequestFile(scratch, chatBody(size));
-    const ours = await startHasher();
-    const bbr = await startBbr();
+async function interleavedRounds(starters: Array<() => Promise<Target>>, cases: BodyCase[], scratch: string, rounds: number): Promise<{ names: string[]; rounds: Round[] }> {
+  const results: Round[] = [];
+  let names: string[] = [];
+  for (const c of cases) {
+    const targets: Target[] = [];
     try {
-      await Promise.all([waitReady(ours), waitReady(bbr)]);
+      for (const start of starters) targets.push(await start());
+      names = targets.map((t) => t.name);
+      await Promise.all(targets.map((t) => waitReady(t, c)));
       const logFile = join(scratch, 'h2load-pairs.log');
-      const sessions = new Map([
-        [ours, await h2loadSession(ours, bodyFile, logFile)],
-        [bbr, await h2loadSession(bbr, bodyFile, logFile)],
-      ]);
-      const session = (target: Target) => sessions.get(target) as Awaited<ReturnType<typeof h2loadSession>>;
-      // Warm both up (V8 tiers up the hasher's code and sizes its heap over the
+      const sessions: H2loadSession[] = [];
+      for (const t of targets) sessions.push(await h2loadSession(t, grpcRequestFile(scratch, t.message(c)), logFile));
+      const bbr = targets.length - 1;
+      const hashers = targets.slice(0, bbr);
+      // Warm each up (V8 tiers up the hasher's code and sizes its heap over the
       // first tens of thousands of requests), and size each run to about
       // SECONDS at each server's own rate.
-      session(ours).saturate(30_000);
-      const rates = new Map([
-        [ours, session(ours).saturate(10_000).perSecond],
-        [bbr, session(bbr).saturate(10_000).perSecond],
-      ]);
-      const saturate = (target: Target) => session(target).saturate(Math.max(5000, Math.round((rates.get(target) as number) * SECONDS)));
-      let inFlight: number | undefined;
-      for (let pair = 1; pair <= pairs; pair++) {
-        const [o, g] = alternatingPair(pair - 1, ours, bbr, saturate);
-        const half = o.perSecond / 2;
-        // The stream count that reaches half load is found in the first pair and kept.
-        const oursHalfLoad = session(ours).halfLoad(half, Math.max(2000, Math.round(half * SECONDS)), inFlight === undefined ? H2LOAD_IN_FLIGHT : [inFlight]);
-        inFlight = oursHalfLoad.inFlight;
-        const result: Pair = { pair, size, ours: o, bbr: g, oursHalfLoad };
-        process.stderr.write(
-          `  pair ${pair} ${size} B: hasher ${o.perSecond.toFixed(0)} req/s (${o.cpuMsPerRequest.toFixed(3)} ms CPU/req), BBR ${g.perSecond.toFixed(0)} req/s (${g.cpuMsPerRequest.toFixed(3)}), ` +
-            `ratio ${(o.perSecond / g.perSecond).toFixed(2)}; hasher p99 at half load ${oursHalfLoad.p99Ms.toFixed(2)} ms (${oursHalfLoad.inFlight} in flight)\n`,
+      for (const session of sessions.slice(0, bbr)) session.saturate(30_000);
+      const rates = sessions.map((session) => session.saturate(10_000).perSecond);
+      const inFlight: Array<number | undefined> = [];
+      for (let round = 1; round <= rounds; round++) {
+        const at = round - 1;
+        const saturation = alternatingRuns(at, targets, (_, i) => (sessions[i] as H2loadSession).saturate(requestsFor(rates[i] as number, 5000)));
+        const half = saturation.map((s) => s.perSecond / 2);
+        // The stream count that reaches half load is found in the first round and kept.
+        const halfLoad = [
+          ...alternatingRuns(at, hashers, (_, i) => {
+            const found = (sessions[i] as H2loadSession).halfLoad(half[i] as number, requestsFor(half[i] as number), inFlight[i] === undefined ? H2LOAD_IN_FLIGHT : [inFlight[i] as number]);
+            inFlight[i] = found.inFlight;
+            return found;
+          }),
+          undefined,
+        ];
+        const burst = alternatingRuns(at, targets, (_, i) => (sessions[i] as H2loadSession).burst(half[i] as number, requestsFor(half[i] as number)));
+        const bbrHalf = half[bbr] as number;
+        const burstAtBbrRate = bbr > 0 ? (sessions[0] as H2loadSession).burst(bbrHalf, requestsFor(bbrHalf)) : undefined;
+        const result: Round = { round, body: c.name, saturation, halfLoad, burst, burstAtBbrRate };
+        const cells = targets.map(
+          (t, i) =>
+            `${t.name} ${saturation[i]?.perSecond.toFixed(0)} req/s (${saturation[i]?.cpuMsPerRequest.toFixed(3)} ms CPU)` +
+            `${halfLoad[i] === undefined ? '' : `, half-load p99 ${halfLoad[i]?.p99Ms.toFixed(2)} ms`}, burst p99 ${burst[i]?.p99Ms.toFixed(1)} max ${burst[i]?.maxMs.toFixed(1)} ms`,
         );
+        process.stderr.write(`  round ${round} ${c.name}: ${cells.join('; ')}\n`);
         results.push(result);
       }
-      await session(ours).check();
+      for (const session of sessions) await session.check();
     } finally {
-      await Promise.all([ours.process.stop(), bbr.process.stop()]);
+      await Promise.all(targets.map((t) => t.process.stop()));
     }
   }
-  return results;
+  return { names, rounds: results };
 }
 
-function reportPairs(pairs: Pair[]): string {
+const fixed = (x: number | undefined, digits = 2) => (x === undefined ? '—' : x.toFixed(digits));
+const range = (xs: number[], digits = 2) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
+const burstCell = (b: BurstRun | undefined) =>
+  b === undefined ? '—' : `${b.rate}: ${fixed(b.p50Ms)} / ${fixed(b.p99Ms)} / ${fixed(b.maxMs, 1)}${b.gc === undefined ? '' : ` (${b.gc.markCompacts} MC ≤ ${fixed(b.gc.maxMarkCompactMs, 1)} ms, ${b.gc.scavenges} scav. ≤ ${fixed(b.gc.maxScavengeMs, 1)} ms)`}`;
+
+function reportRounds({ names, rounds }: { names: string[]; rounds: Round[] }): string {
+  const bbr = names.length - 1;
+  const hashers = names.slice(0, bbr);
   const lines = [
-    'h2load saturation in alternating pairs (both servers started once per body size, each on core 0 in turn; 2 connections × 32 streams):',
+    `h2load in alternating rounds (the servers started once per body, each on core 0 in turn, in order in odd rounds and in reverse in even ones). Saturation: 2 connections × 32 streams; half load, closed loop: 1 connection, the fewest streams in flight that reach half the saturation rate; bursts: open loop at half the server's own saturation rate over ${H2LOAD_OPEN_CONNECTIONS} connections, requests started on h2load's timer ticks.`,
     '',
-    '| body | pair | hasher req/s | hasher CPU ms per request | BBR req/s | BBR CPU ms per request | ratio by req/s | ratio by CPU per request | hasher p99 at half load, closed loop (streams in flight) |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    `| body | round | ${names.map((n) => `${n} req/s (CPU ms per request)`).join(' | ')} | ${hashers.map((n) => `${n} / BBR by CPU per request`).join(' | ')} | ${hashers.map((n) => `${n} p99 at half load, closed loop (streams)`).join(' | ')} |`,
+    `|${' --- |'.repeat(2 + names.length + 2 * hashers.length)}`,
   ];
-  for (const p of pairs) {
+  const ratio = (r: Round, i: number) => (r.saturation[bbr]?.cpuMsPerRequest as number) / (r.saturation[i]?.cpuMsPerRequest as number);
+  for (const r of rounds) {
     lines.push(
-      `| ${p.size / 1024} KiB | ${p.pair} | ${p.ours.perSecond.toFixed(0)} | ${p.ours.cpuMsPerRequest.toFixed(3)} | ${p.bbr.perSecond.toFixed(0)} | ${p.bbr.cpuMsPerRequest.toFixed(3)} | ` +
-        `${(p.ours.perSecond / p.bbr.perSecond).toFixed(2)} | ${(p.bbr.cpuMsPerRequest / p.ours.cpuMsPerRequest).toFixed(2)} | ${p.oursHalfLoad.p99Ms.toFixed(2)} ms (${p.oursHalfLoad.inFlight}) |`,
+      `| ${r.body} | ${r.round} | ${r.saturation.map((s) => `${s.perSecond.toFixed(0)} (${s.cpuMsPerRequest.toFixed(3)})`).join(' | ')} | ` +
+        `${hashers.map((_, i) => ratio(r, i).toFixed(2)).join(' | ')} | ${hashers.map((_, i) => `${fixed(r.halfLoad[i]?.p99Ms)} ms (${r.halfLoad[i]?.inFlight})`).join(' | ')} |`,
     );
   }
+  lines.push(
+    '',
+    'Open-loop bursts at half load, p50 / p99 / max ms (rate in req/s first):',
+    '',
+    `| body | round | ${names.join(' | ')} | ${names[0]} at BBR's rate |`,
+    `|${' --- |'.repeat(3 + names.length)}`,
+  );
+  for (const r of rounds) lines.push(`| ${r.body} | ${r.round} | ${r.burst.map(burstCell).join(' | ')} | ${burstCell(r.burstAtBbrRate)} |`);
   lines.push('');
-  for (const size of BODY_SIZES) {
-    const ps = pairs.filter((p) => p.size === size);
-    if (ps.length === 0) continue;
-    const byRps = ps.map((p) => p.ours.perSecond / p.bbr.perSecond);
-    const byCpu = ps.map((p) => p.bbr.cpuMsPerRequest / p.ours.cpuMsPerRequest);
-    const p99s = ps.map((p) => p.oursHalfLoad.p99Ms);
-    const range = (xs: number[]) => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}`;
-    lines.push(
-      `- ${size / 1024} KiB, median over ${ps.length} pairs: hasher / BBR = ${median(byRps).toFixed(2)}× by h2load req/s (pairs ${range(byRps)}), ` +
-        `${median(byCpu).toFixed(2)}× by CPU per request (pairs ${range(byCpu)}); hasher p99 at half load, closed loop: median ${median(p99s).toFixed(2)} ms, ` +
-        `≤ 1 ms in ${p99s.filter((x) => x <= 1).length} of ${p99s.length} pairs`,
-    );
+  for (const body of [...new Set(rounds.map((r) => r.body))]) {
+    const rs = rounds.filter((r) => r.body === body);
+    for (const [i, name] of hashers.entries()) {
+      const byRps = rs.map((r) => (r.saturation[i]?.perSecond as number) / (r.saturation[bbr]?.perSecond as number));
+      const byCpu = rs.map((r) => ratio(r, i));
+      const p99s = rs.map((r) => r.halfLoad[i]?.p99Ms as number);
+      const burstP99 = rs.map((r) => (r.burst[i]?.p99Ms as number) / (r.burst[bbr]?.p99Ms as number));
+      lines.push(
+        `- ${body}, ${name}, median over ${rs.length} rounds: / BBR = ${median(byCpu).toFixed(2)}× by CPU per request (rounds ${range(byCpu)}), ${median(byRps).toFixed(2)}× by h2load req/s (rounds ${range(byRps)}); ` +
+          `p99 at half load, closed loop: median ${median(p99s).toFixed(2)} ms, ≤ 1 ms in ${p99s.filter((x) => x <= 1).length} of ${p99s.length}; ` +
+          `bursts: p99 median ${median(rs.map((r) => r.burst[i]?.p99Ms as number)).toFixed(1)} ms against BBR's ${median(rs.map((r) => r.burst[bbr]?.p99Ms as number)).toFixed(1)} ms ` +
+          `(ratio median ${median(burstP99).toFixed(2)}, ≤ BBR's in ${burstP99.filter((x) => x <= 1).length} of ${rs.length}), ` +
+          `max ${range(rs.map((r) => r.burst[i]?.maxMs as number), 1)} ms against BBR's ${range(rs.map((r) => r.burst[bbr]?.maxMs as number), 1)} ms`,
+      );
+    }
   }
   return lines.join('\n');
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function waitReady(target: Target): Promise<void> {
+/** Until the server answers; then, once, that the answer carries the expected header value. */
+async function waitReady(target: Target, c: BodyCase): Promise<void> {
   const deadline = Date.now() + 120_000;
   const [client] = clients(target.port);
+  const message = target.message(c);
   while (Date.now() < deadline) {
     try {
-      const { ok, stream } = await Promise.race([exchange(client as ExtProcClient, chatBody(4096), target), sleep(2000).then(() => ({ ok: false, stream: undefined }))]);
+      const { ok, stream, answer } = await Promise.race([exchange(client as ExtProcClient, message, target), sleep(2000).then(() => ({ ok: false, stream: undefined, answer: undefined }))]);
       stream?.halfClose();
       if (ok) {
         client?.close();
+        const expected = target.expected?.(message.body);
+        if (expected !== undefined && setHeaderValue(answer, expected.header) !== expected.value) {
+          throw new Error(`${target.name} answered ${expected.header}: ${setHeaderValue(answer, expected.header)}, expected ${expected.value}`);
+        }
         return;
       }
-    } catch {
+    } catch (error) {
+      if (error instanceof Error && error.message.startsWith(target.name)) throw error;
       /* not up yet */
     }
     await sleep(500);
@@ -492,7 +643,7 @@ async function waitReady(target: Target): Promise<void> {
 interface Result {
   round: number;
   name: string;
-  size: number;
+  body: string;
   saturation: Saturation;
   latency: Latency;
   ghz: number | undefined;
@@ -500,34 +651,34 @@ interface Result {
   memory: Memory;
 }
 
-async function measureTarget(round: number, start: () => Promise<Target>, ghz: string | undefined, scratch: string): Promise<Result[]> {
+async function measureTarget(round: number, start: () => Promise<Target>, cases: BodyCase[], ghz: string | undefined, scratch: string): Promise<Result[]> {
   const results: Result[] = [];
-  for (const size of BODY_SIZES) {
-    // A fresh server per body size, so memory and GC state start the same.
+  for (const c of cases) {
+    // A fresh server per body, so memory and GC state start the same.
     const target = await start();
     try {
-      await waitReady(target);
-      const body = chatBody(size);
-      const mem = await memory(target, body);
+      await waitReady(target, c);
+      const message = target.message(c);
+      const mem = await memory(target, message);
       let best: Saturation | undefined;
       for (const concurrency of CONCURRENCIES) {
-        const s = await closedLoop(target, body, concurrency);
-        process.stderr.write(`  ${target.name} ${size} B c=${concurrency}: ${s.rps.toFixed(0)} req/s, ${s.cpuMsPerRequest.toFixed(3)} CPU ms/req, server CPU ${(100 * s.serverCpu).toFixed(0)}%, client CPU ${(100 * s.clientCpu).toFixed(0)}%, failures ${s.failures}\n`);
+        const s = await closedLoop(target, message, concurrency);
+        process.stderr.write(`  ${target.name} ${c.name} c=${concurrency}: ${s.rps.toFixed(0)} req/s, ${s.cpuMsPerRequest.toFixed(3)} CPU ms/req, server CPU ${(100 * s.serverCpu).toFixed(0)}%, client CPU ${(100 * s.clientCpu).toFixed(0)}%, failures ${s.failures}\n`);
         if (best === undefined || s.rps > best.rps) best = s;
       }
       if (best === undefined) throw new Error('no saturation run');
-      const latency = await openLoop(target, body, best.rps / 2);
+      const latency = await openLoop(target, message, best.rps / 2);
       process.stderr.write(
-        `  ${target.name} ${size} B at ${latency.rate.toFixed(0)} req/s: p50 ${latency.p50.toFixed(2)} ms, p99 ${latency.p99.toFixed(2)} ms, schedule lag p99 ${latency.lagP99.toFixed(2)} ms${latency.overloaded ? ', OVERLOADED' : ''}\n`,
+        `  ${target.name} ${c.name} at ${latency.rate.toFixed(0)} req/s: p50 ${latency.p50.toFixed(2)} ms, p99 ${latency.p99.toFixed(2)} ms, schedule lag p99 ${latency.lagP99.toFixed(2)} ms${latency.overloaded ? ', OVERLOADED' : ''}\n`,
       );
-      const ghzResult = ghz === undefined ? undefined : ghzRps(ghz, target.port, body);
-      const h2 = await measureWithH2load(target, grpcRequestFile(scratch, body), scratch, best.rps);
+      const ghzResult = ghz === undefined ? undefined : ghzRps(ghz, target.port, message);
+      const h2 = await measureWithH2load(target, grpcRequestFile(scratch, message), scratch, best.rps);
       process.stderr.write(
-        `  ${target.name} ${size} B h2load: ${h2.saturation.perSecond.toFixed(0)} req/s at saturation (${h2.serverCpuMsPerRequest.toFixed(3)} CPU ms/req); ` +
+        `  ${target.name} ${c.name} h2load: ${h2.saturation.perSecond.toFixed(0)} req/s at saturation (${h2.serverCpuMsPerRequest.toFixed(3)} CPU ms/req); ` +
           `${h2.halfLoad.inFlight} in flight: ${h2.halfLoad.perSecond.toFixed(0)} req/s, p50 ${h2.halfLoad.p50Ms.toFixed(2)} p99 ${h2.halfLoad.p99Ms.toFixed(2)} ms; ` +
           `open loop ${h2.openLoop.rate} req/s: p50 ${h2.openLoop.p50Ms.toFixed(2)} p99 ${h2.openLoop.p99Ms.toFixed(2)} ms\n`,
       );
-      results.push({ round, name: target.name, size, saturation: best, latency, ghz: ghzResult, h2load: h2, memory: mem });
+      results.push({ round, name: target.name, body: c.name, saturation: best, latency, ghz: ghzResult, h2load: h2, memory: mem });
     } finally {
       await target.process.stop();
     }
@@ -542,7 +693,7 @@ function report(results: Result[]): string {
   ];
   for (const r of results) {
     lines.push(
-      `| ${r.round} | ${r.name} | ${r.size / 1024} KiB | ${r.saturation.rps.toFixed(0)} (${r.saturation.concurrency}) | ${(100 * r.saturation.serverCpu).toFixed(0)}% | ${r.saturation.cpuMsPerRequest.toFixed(3)} | ${(100 * r.saturation.clientCpu).toFixed(0)}% | ` +
+      `| ${r.round} | ${r.name} | ${r.body} | ${r.saturation.rps.toFixed(0)} (${r.saturation.concurrency}) | ${(100 * r.saturation.serverCpu).toFixed(0)}% | ${r.saturation.cpuMsPerRequest.toFixed(3)} | ${(100 * r.saturation.clientCpu).toFixed(0)}% | ` +
         `${r.latency.p50.toFixed(2)} / ${r.latency.p99.toFixed(2)} ms at ${r.latency.rate.toFixed(0)} req/s (${r.latency.lagP99.toFixed(1)} ms)${r.latency.overloaded ? ' overloaded' : ''} | ${r.ghz === undefined ? '—' : r.ghz.toFixed(0)} | ` +
         `${r.memory.idleMiB.toFixed(0)} → ${r.memory.openMiB.toFixed(0)} MiB (${r.memory.opened} open) |`,
     );
@@ -558,23 +709,25 @@ function report(results: Result[]): string {
   for (const r of results) {
     const h = r.h2load;
     lines.push(
-      `| ${r.round} | ${r.name} | ${r.size / 1024} KiB | ${h.saturation.perSecond.toFixed(0)} | ${h.serverCpuMsPerRequest.toFixed(3)} | ` +
+      `| ${r.round} | ${r.name} | ${r.body} | ${h.saturation.perSecond.toFixed(0)} | ${h.serverCpuMsPerRequest.toFixed(3)} | ` +
         `${h.halfLoad.inFlight}, ${h.halfLoad.perSecond.toFixed(0)}, ${latencyCells(h.halfLoad)} | ${h.openLoop.rate}, ${latencyCells(h.openLoop)} |`,
     );
   }
   lines.push('');
-  for (const size of BODY_SIZES) {
-    const ours = results.filter((r) => r.size === size && r.name === 'prefix hasher');
-    const bbr = results.filter((r) => r.size === size && r.name === 'BBR');
+  const names = [...new Set(results.map((r) => r.name))].filter((n) => n !== 'BBR');
+  for (const body of [...new Set(results.map((r) => r.body))]) {
+    const bbr = results.filter((r) => r.body === body && r.name === 'BBR');
     const best = (rs: Result[]) => median(rs.map((r) => r.saturation.rps));
     const cpu = (rs: Result[]) => median(rs.map((r) => r.saturation.cpuMsPerRequest));
-    if (ours.length > 0 && bbr.length > 0) {
+    for (const name of names) {
+      const ours = results.filter((r) => r.body === body && r.name === name);
+      if (ours.length === 0 || bbr.length === 0) continue;
       lines.push(
-        `- ${size / 1024} KiB: measured throughput, prefix hasher / BBR = ${(best(ours) / best(bbr)).toFixed(2)}× (median over rounds); ` +
-          `one-core capacity from CPU per request (1 / CPU time), prefix hasher / BBR = ${(cpu(bbr) / cpu(ours)).toFixed(2)}× ` +
+        `- ${body}, ${name}: measured throughput / BBR = ${(best(ours) / best(bbr)).toFixed(2)}× (median over rounds); ` +
+          `one-core capacity from CPU per request (1 / CPU time) / BBR = ${(cpu(bbr) / cpu(ours)).toFixed(2)}× ` +
           `(${(1000 / cpu(ours)).toFixed(0)} vs ${(1000 / cpu(bbr)).toFixed(0)} req/s per core); ` +
-          `h2load saturation, prefix hasher / BBR = ${(median(ours.map((r) => r.h2load.saturation.perSecond)) / median(bbr.map((r) => r.h2load.saturation.perSecond))).toFixed(2)}×; ` +
-          `p99 at half load, closed loop (goal ≤ 1 ms): prefix hasher ${ours.map((r) => r.h2load.halfLoad.p99Ms.toFixed(2)).join(', ')} ms, BBR ${bbr.map((r) => r.h2load.halfLoad.p99Ms.toFixed(2)).join(', ')} ms`,
+          `h2load saturation / BBR = ${(median(ours.map((r) => r.h2load.saturation.perSecond)) / median(bbr.map((r) => r.h2load.saturation.perSecond))).toFixed(2)}×; ` +
+          `p99 at half load, closed loop (goal ≤ 1 ms): ${ours.map((r) => r.h2load.halfLoad.p99Ms.toFixed(2)).join(', ')} ms, BBR ${bbr.map((r) => r.h2load.halfLoad.p99Ms.toFixed(2)).join(', ')} ms`,
       );
     }
   }
@@ -588,19 +741,40 @@ async function inner(): Promise<void> {
   const controlPlane = await startControlPlane();
   const scratch = controlPlane.dir;
   const cli = builtCli();
+  const hash64 = await loadXxh64();
+  const cases = bodyCases();
   try {
-    const startHasher = async (): Promise<Target> => {
+    const startHasher = (prefixKey: PrefixKey) => async (): Promise<Target> => {
       const port = await freePort();
       const metricsPort = await freePort();
+      const command = [
+        'taskset', '-c', SERVER_CORE, process.execPath, cli, 'ext-proc',
+        '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES), '--prefix-key', prefixKey,
+      ];
+      // With --trace-gc, V8's lines go straight to a file, line-buffered: a
+      // pipe to this process, which h2load runs block, would fill and stall the server.
+      const gcLog = join(scratch, `hasher-${port}.gc.log`);
+      if (args['trace-gc']) command.splice(3, 1, 'stdbuf', '-oL', process.execPath, '--trace-gc');
       const proc = startProcess(
-        'taskset',
-        ['-c', SERVER_CORE, process.execPath, cli, 'ext-proc', '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES)],
+        ...((args['trace-gc'] ? ['sh', ['-c', 'exec "$@" > "$GC_LOG"', 'sh', ...command]] : [command[0], command.slice(1)]) as [string, string[]]),
         join(scratch, `hasher-${port}.log`),
         // The environment the generated Deployment gives the hasher.
-        { ...process.env, ...Object.fromEntries(EXT_PROC_ENV.map((e) => [e.name, e.value])) },
+        { ...process.env, ...Object.fromEntries(EXT_PROC_ENV.map((e) => [e.name, e.value])), GC_LOG: gcLog },
       );
-      const answeredCount = async () => sampleSum(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text(), 'ext_proc_messages_total', { outcome: 'hashed' });
-      return { name: 'prefix hasher', port, process: proc, answered: (r) => setHeaderKeys(r).includes('x-prompt-hash'), answeredCount };
+      const scrape = async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      // A kept-alive connection the server closed while idle fails the first try.
+      const answeredCount = async () => sampleSum(await scrape().catch(scrape), 'ext_proc_messages_total', { outcome: 'hashed' });
+      const gc = args['trace-gc'] ? { logOffset: () => statSync(gcLog).size, gcSince: (offset: number) => gcCounts(readFileSync(gcLog).subarray(offset).toString('latin1')) } : {};
+      return {
+        name: `hasher ${prefixKey}`,
+        port,
+        process: proc,
+        message: (c) => c.hasher,
+        answered: (r) => setHeaderValue(r, 'x-prompt-hash') !== undefined,
+        expected: (body) => ({ header: 'x-prompt-hash', value: promptHash(body, PREFIX_BYTES, hash64, prefixKey) }),
+        answeredCount,
+        ...gc,
+      };
     };
     const startBbr = async (): Promise<Target> => {
       const [port, healthPort, metricsPort] = [await freePort(), await freePort(), await freePort()];
@@ -615,17 +789,17 @@ async function inner(): Promise<void> {
         { ...process.env, KUBECONFIG: controlPlane.kubeconfig },
       );
       // BBR copies the body's "model" into X-Gateway-Model-Name.
-      return { name: 'BBR', port, process: proc, answered: (r) => setHeaderKeys(r).includes('x-gateway-model-name') };
+      return { name: 'BBR', port, process: proc, message: (c) => c.bbr, answered: (r) => setHeaderValue(r, 'x-gateway-model-name') !== undefined };
     };
+    const starters = [...KEYS.map(startHasher), startBbr];
     const ghz = args['skip-ghz'] ? undefined : join(benchBin, 'ghz');
     const results: Result[] = [];
     for (let round = 0; round < Number(args.rounds); round++) {
-      results.push(...(await measureTarget(round + 1, startHasher, ghz, scratch)));
-      results.push(...(await measureTarget(round + 1, startBbr, ghz, scratch)));
+      for (const start of starters) results.push(...(await measureTarget(round + 1, start, cases, ghz, scratch)));
     }
-    process.stdout.write(`${report(results)}\n`);
+    if (results.length > 0) process.stdout.write(`${report(results)}\n`);
     const pairs = Number(args.pairs);
-    if (pairs > 0) process.stdout.write(`\n${reportPairs(await interleavedPairs(startHasher, startBbr, scratch, pairs))}\n`);
+    if (pairs > 0) process.stdout.write(`\n${reportRounds(await interleavedRounds(starters, cases, scratch, pairs))}\n`);
   } finally {
     await controlPlane.stop();
   }
@@ -637,14 +811,14 @@ async function outer(): Promise<void> {
   await Promise.all([ensureGoTools(BENCH_TOOLS), ensureGoTools(KUBE_TOOLS), ensureGoTools(ETCD_TOOLS)]);
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   const goVersion = spawnSync('go', ['version']).stdout.toString().trim();
-  process.stdout.write(`Machine: ${cpus().length} × ${cpu}; Node ${process.version}; ${goVersion}; load average before: ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n\n`);
+  process.stdout.write(`Machine: ${cpus().length} × ${cpu}; Node ${process.version}; ${goVersion}; load average before: ${loadavg().map((l) => l.toFixed(2)).join(' ')}; started ${new Date().toISOString()}\n\n`);
   const child = spawn(
     'unshare',
     ['--net', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', 'taskset', '-c', CLIENT_CORE, process.execPath, import.meta.filename, '--inner', ...process.argv.slice(2)],
     { stdio: 'inherit' },
   );
   const code = await new Promise<number | null>((resolve) => child.on('exit', (exitCode) => resolve(exitCode)));
-  process.stdout.write(`\nLoad average after: ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+  process.stdout.write(`\nLoad average after: ${loadavg().map((l) => l.toFixed(2)).join(' ')}; ended ${new Date().toISOString()}\n`);
   process.exitCode = code ?? 1;
 }
 

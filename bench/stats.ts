@@ -29,6 +29,19 @@ export function alternatingPair<T, R>(pairIndex: number, a: T, b: T, run: (targe
   return [run(a), first];
 }
 
+/**
+ * alternatingPair for any number of targets: in order at even `index`es,
+ * in reverse at odd ones, so that over two rounds every target runs as often
+ * before as after each other one. Results come back in `targets` order.
+ */
+export function alternatingRuns<T, R>(index: number, targets: readonly T[], run: (target: T, position: number) => R): R[] {
+  const order = targets.map((_, i) => i);
+  if (index % 2 === 1) order.reverse();
+  const results = new Array<R>(targets.length);
+  for (const i of order) results[i] = run(targets[i] as T, i);
+  return results;
+}
+
 export function formatRow(cells: (string | number)[]): string {
   return `| ${cells.map((c) => (typeof c === 'number' ? (Number.isInteger(c) ? String(c) : c.toFixed(2)) : c)).join(' | ')} |`;
 }

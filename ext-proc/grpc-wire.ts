@@ -92,28 +92,50 @@ export class MessageReader {
 
   /** The complete messages the chunk finishes, in order; an error ends the stream. */
   push(chunk: Buffer): Buffer[] | WireError {
+    const messages: Buffer[] = [];
+    if (this.buffered === 0) {
+      // Nothing is waiting (the usual case): the chunk's whole messages are
+      // views into it, and only a message it does not finish is kept.
+      let at = 0;
+      while (chunk.length - at >= 5) {
+        const length = chunk.readUInt32BE(at + 1);
+        const refused = this.refusal(chunk[at] as number, length);
+        if (refused !== undefined) return refused;
+        if (chunk.length - at < 5 + length) break;
+        messages.push(chunk.subarray(at + 5, at + 5 + length));
+        at += 5 + length;
+      }
+      if (at === chunk.length) return messages;
+      if (at > 0) chunk = chunk.subarray(at);
+    }
     this.chunks.push(chunk);
     this.buffered += chunk.length;
-    const messages: Buffer[] = [];
     while (this.buffered >= 5) {
       const first = this.chunks[0] as Buffer;
       const head = first.length >= 5 ? first : this.gather(5, prefix);
       const length = head.readUInt32BE(1);
-      if (head[0] !== 0) {
-        return { code: GrpcStatus.UNIMPLEMENTED, message: 'compressed messages are not accepted (no grpc-accept-encoding was offered)' };
-      }
-      if (length > this.maxMessageBytes) {
-        return {
-          code: GrpcStatus.RESOURCE_EXHAUSTED,
-          message:
-            `ProcessingRequest of ${length} bytes exceeds the ${this.maxMessageBytes}-byte limit ` +
-            '(a BufferedPartial body message is at most the connection buffer limit, 32 KiB by default in Envoy Gateway)',
-        };
-      }
+      const refused = this.refusal(head[0] as number, length);
+      if (refused !== undefined) return refused;
       if (this.buffered < 5 + length) break;
       messages.push(this.take(5 + length).subarray(5));
     }
     return messages;
+  }
+
+  /** Why a message with this flag byte and declared length is refused, if it is. */
+  private refusal(flag: number, length: number): WireError | undefined {
+    if (flag !== 0) {
+      return { code: GrpcStatus.UNIMPLEMENTED, message: 'compressed messages are not accepted (no grpc-accept-encoding was offered)' };
+    }
+    if (length > this.maxMessageBytes) {
+      return {
+        code: GrpcStatus.RESOURCE_EXHAUSTED,
+        message:
+          `ProcessingRequest of ${length} bytes exceeds the ${this.maxMessageBytes}-byte limit ` +
+          '(a BufferedPartial body message is at most the connection buffer limit, 32 KiB by default in Envoy Gateway)',
+      };
+    }
+    return undefined;
   }
 
   /** True when bytes of an unfinished message are waiting. */
@@ -171,6 +193,10 @@ export function encodeGrpcMessage(message: string): string {
   return out;
 }
 
-export function statusTrailers(code: GrpcStatus, message: string): Record<string, string> {
+/** The trailers of nearly every call, shared (node:http2 copies trailers when it sends them). */
+const OK_TRAILERS: Readonly<Record<string, string>> = Object.freeze({ 'grpc-status': String(GrpcStatus.OK) });
+
+export function statusTrailers(code: GrpcStatus, message: string): Readonly<Record<string, string>> {
+  if (code === GrpcStatus.OK && message === '') return OK_TRAILERS;
   return message === '' ? { 'grpc-status': String(code) } : { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(message) };
 }

@@ -16,6 +16,31 @@ export interface LiveStream {
   phase: Phase;
 }
 
+/** One Process stream: its call, where it stands, its message reader. */
+class ProcessStream implements LiveStream {
+  readonly call: Call;
+  phase: Phase = 'awaiting-headers';
+  readonly reader: MessageReader;
+
+  constructor(stream: http2.ServerHttp2Stream, maxMessageBytes: number) {
+    this.call = new Call(stream);
+    this.reader = new MessageReader(maxMessageBytes);
+  }
+}
+
+/**
+ * A stream's state is kept on the stream, so one set of listeners serves
+ * every stream: closures per stream lived as long as the stream and, under
+ * bursts, were promoted with it to the old generation (bench/RESULTS.md).
+ */
+const STATE = Symbol('process-stream');
+type ProcessHttp2Stream = http2.ServerHttp2Stream & { [STATE]: ProcessStream };
+
+/** The client's address, for logs: computed only when a line is written. */
+function peerOf(stream: http2.ServerHttp2Stream): string {
+  return `${stream.session?.socket?.remoteAddress ?? 'unknown'}:${stream.session?.socket?.remotePort ?? ''}`;
+}
+
 export interface ProcessLoopOptions {
   config: HandlerConfig;
   maxMessageBytes: number;
@@ -45,55 +70,66 @@ export function createProcessLoop(options: ProcessLoopOptions): (stream: http2.S
         ? hashedAnswerFrame(answer.promptHash)
         : frameMessage(method.responseSerialize(answer.response));
 
-  return function serveProcess(stream: http2.ServerHttp2Stream): void {
-    const call = new Call(stream);
-    const entry: LiveStream = { call, phase: 'awaiting-headers' };
-    const reader = new MessageReader(maxMessageBytes);
-    const peer = `${stream.session?.socket?.remoteAddress ?? 'unknown'}:${stream.session?.socket?.remotePort ?? ''}`;
-    live.add(entry);
-    metrics.streamStarted();
+  const fail = (entry: ProcessStream, reason: ErrorReason, code: GrpcStatus, message: string): void => {
+    metrics.errors.inc({ reason });
+    // message never contains body bytes (see handlers.ts and grpc-wire.ts).
+    log.warn({ peer: peerOf(entry.call.stream), reason, code: statusName(code), error: message }, 'ending ext_proc stream with an error');
+    entry.call.end({ code, details: message });
+  };
 
-    const fail = (reason: ErrorReason, code: GrpcStatus, message: string): void => {
-      metrics.errors.inc({ reason });
-      // message never contains body bytes (see handlers.ts and grpc-wire.ts).
-      log.warn({ peer, reason, code: statusName(code), error: message }, 'ending ext_proc stream with an error');
-      call.end({ code, details: message });
-    };
-
-    stream.on('data', (chunk: Buffer) => {
-      if (call.ended) return;
-      const messages = reader.push(chunk);
-      if (!Array.isArray(messages)) {
-        fail(messages.code === GrpcStatus.RESOURCE_EXHAUSTED ? 'too-large' : 'undecodable', messages.code, messages.message);
+  function onData(this: ProcessHttp2Stream, chunk: Buffer): void {
+    const entry = this[STATE];
+    const { call } = entry;
+    if (call.ended) return;
+    const messages = entry.reader.push(chunk);
+    if (!Array.isArray(messages)) {
+      fail(entry, messages.code === GrpcStatus.RESOURCE_EXHAUSTED ? 'too-large' : 'undecodable', messages.code, messages.message);
+      return;
+    }
+    for (const bytes of messages) {
+      const started = performance.now();
+      const decoded = decodeRequest(bytes, method.requestDeserialize);
+      const result = decoded.ok ? handleMessage(entry.phase, decoded.request, config) : decoded;
+      if (!result.ok) {
+        fail(entry, result.reason, result.code, result.message);
         return;
       }
-      for (const bytes of messages) {
-        const started = performance.now();
-        const decoded = decodeRequest(bytes, method.requestDeserialize);
-        const result = decoded.ok ? handleMessage(entry.phase, decoded.request, config) : decoded;
-        if (!result.ok) {
-          fail(result.reason, result.code, result.message);
-          return;
-        }
-        entry.phase = result.phase;
-        call.sendFramed(answerFrame(result));
-        metrics.answered(result.outcome, decoded.ok ? (decoded.request.request ?? 'none') : 'none', (performance.now() - started) / 1000);
-        if (options.isDraining() && isIdle(entry.phase)) call.end();
-      }
-    });
-    // Envoy half-closed: nothing more will come, so close our side cleanly.
-    stream.on('end', () => {
-      if (call.ended) return;
-      if (reader.pending) fail('undecodable', GrpcStatus.INTERNAL, 'the stream ended inside a message');
-      else call.end();
-    });
-    // A reset is routine (the HTTP request ended), so it is not an error.
-    stream.on('close', () => {
-      if (!call.ended) log.debug({ peer, phase: entry.phase }, 'ext_proc stream reset by the client');
-      call.ended = true;
-      live.delete(entry);
-    });
-    stream.on('error', (error: Error) => log.debug({ peer, error: error.message }, 'ext_proc stream error'));
+      entry.phase = result.phase;
+      call.sendFramed(answerFrame(result));
+      metrics.answered(result.outcome, decoded.ok ? (decoded.request.request ?? 'none') : 'none', (performance.now() - started) / 1000);
+      if (options.isDraining() && isIdle(entry.phase)) call.end();
+    }
+  }
+
+  // Envoy half-closed: nothing more will come, so close our side cleanly.
+  function onEnd(this: ProcessHttp2Stream): void {
+    const entry = this[STATE];
+    if (entry.call.ended) return;
+    if (entry.reader.pending) fail(entry, 'undecodable', GrpcStatus.INTERNAL, 'the stream ended inside a message');
+    else entry.call.end();
+  }
+
+  // A reset is routine (the HTTP request ended), so it is not an error.
+  function onClose(this: ProcessHttp2Stream): void {
+    const entry = this[STATE];
+    if (!entry.call.ended && log.isLevelEnabled('debug')) log.debug({ peer: peerOf(this), phase: entry.phase }, 'ext_proc stream reset by the client');
+    entry.call.ended = true;
+    live.delete(entry);
+  }
+
+  function onError(this: ProcessHttp2Stream, error: Error): void {
+    if (log.isLevelEnabled('debug')) log.debug({ peer: peerOf(this), error: error.message }, 'ext_proc stream error');
+  }
+
+  return function serveProcess(stream: http2.ServerHttp2Stream): void {
+    const entry = new ProcessStream(stream, maxMessageBytes);
+    (stream as ProcessHttp2Stream)[STATE] = entry;
+    live.add(entry);
+    metrics.streamStarted();
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    stream.on('close', onClose);
+    stream.on('error', onError);
   };
 }
 
