@@ -19,7 +19,7 @@ import { GENERATED_RESOURCES } from '../src/render.ts';
 import { type ImageLayout, buildImageRoot } from './install-image.ts';
 import { INSTALL_YAML, MANIFESTS_DIR, type ManifestObject, installObjects } from './install-manifests.ts';
 import { certManagerCrdFiles } from './testbed/cert-manager.ts';
-import { installCrds } from './testbed/crds.ts';
+import { aiGatewayCrdFiles, installCrds } from './testbed/crds.ts';
 import { makeCa, makeLeaf } from './testbed/pki.ts';
 import { type ManagedProcess, freePort, startProcess, waitFor } from './testbed/processes.ts';
 import { type Testbed, createNamespace, testbed } from './testbed/testbed.ts';
@@ -49,6 +49,8 @@ beforeAll(async () => {
   tb = testbed();
   work = mkdtempSync(join(tmpdir(), 'mpa-install-'));
   await installCrds(tb, await certManagerCrdFiles());
+  // Envoy AI Gateway's route kind, so the grant on it is checked against a served resource and used by the manager.
+  await installCrds(tb, (await aiGatewayCrdFiles()).filter((f) => f.endsWith('_aigatewayroutes.yaml')));
 });
 
 afterAll(async () => {

@@ -5,12 +5,11 @@
 // --max-requests-inflight, priority and fairness off): converges, and the logs
 // show backoff, not a tight loop. Figures go to bench/RELIABILITY.md.
 import { writeFileSync } from 'node:fs';
-import { get } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, type ControlPlaneOptions, startControlPlane } from './testbed/control-plane.ts';
 import { MODEL_SERVICE_CRD, gatewayCrdFiles, installCrds } from './testbed/crds.ts';
-import { type ManagedProcess, freePort, waitFor } from './testbed/processes.ts';
+import { type ManagedProcess, freePort, readyz, waitFor } from './testbed/processes.ts';
 import { applyFleet, figures, fleetObjects, logLines, sleep, startReconciler, waitConverged, waitForObjects } from './testbed/reliability.ts';
 import { samples } from '../bench/stats.ts';
 
@@ -31,17 +30,6 @@ afterEach(async () => {
   reconciler = undefined;
   cp = undefined;
 }, 120_000);
-
-function readyz(port: number): Promise<{ status: number; body: string }> {
-  return new Promise((resolve) => {
-    const req = get(`http://127.0.0.1:${port}/readyz`, { timeout: 2000 }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', (e) => resolve({ status: 0, body: e.message }));
-  });
-}
 
 describe('reconciler against a failing API server', () => {
   it('re-lists and converges after kube-apiserver is stopped for 15 s, without a restart, and /readyz shows the outage', async () => {

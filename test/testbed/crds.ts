@@ -1,10 +1,10 @@
-// The CRDs the tests install: ours from manifests/, and Gateway API's and
-// Envoy Gateway's straight from the Envoy Gateway v1.9.0 module zip (the module
-// cache), never copied into this repo.
+// The CRDs the tests install: ours from manifests/, Gateway API's and Envoy
+// Gateway's straight from the Envoy Gateway v1.9.0 module zip, and Envoy AI
+// Gateway's from its v1.0.0 module zip (the module cache), never copied into this repo.
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Kubectl } from './control-plane.ts';
-import { GATEWAY_TOOLS, REPO_ROOT, goModuleDir } from './go-tools.ts';
+import { AIGATEWAY_TOOLS, GATEWAY_TOOLS, REPO_ROOT, goModuleDir } from './go-tools.ts';
 
 export const MODEL_SERVICE_CRD = join(REPO_ROOT, 'manifests', 'crd', 'modelservices.modelplane.ai.yaml');
 
@@ -13,6 +13,12 @@ export async function gatewayCrdFiles(): Promise<string[]> {
   const dir = join(await goModuleDir(GATEWAY_TOOLS, 'github.com/envoyproxy/gateway'), 'charts', 'gateway-helm', 'charts', 'crds', 'crds');
   const generated = join(dir, 'generated');
   return [join(dir, 'gatewayapi-crds.yaml'), ...readdirSync(generated).filter((f) => f.endsWith('.yaml')).sort().map((f) => join(generated, f))];
+}
+
+/** Envoy AI Gateway's six CRDs, plain YAML in its module zip (tools/aigateway/RECIPE.md §4). */
+export async function aiGatewayCrdFiles(): Promise<string[]> {
+  const dir = join(await goModuleDir(AIGATEWAY_TOOLS, 'github.com/envoyproxy/ai-gateway'), 'manifests', 'charts', 'ai-gateway-crds-helm', 'templates');
+  return readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort().map((f) => join(dir, f));
 }
 
 /**

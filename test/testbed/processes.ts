@@ -2,6 +2,7 @@
 // is stopped on teardown or when this process exits, so nothing is left running.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { createServer } from 'node:net';
 
 const running = new Set<ChildProcess>();
@@ -100,4 +101,16 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${diagnose ? `\n${diagnose()}` : ''}`);
+}
+
+/** `reconcile --health-port`'s /readyz on loopback: its status and body, status 0 while nothing answers. */
+export function readyz(port: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve) => {
+    const req = get(`http://127.0.0.1:${port}/readyz`, { timeout: 2000 }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', (e) => resolve({ status: 0, body: e.message }));
+  });
 }
