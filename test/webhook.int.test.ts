@@ -45,7 +45,7 @@ describe('kubectl apply of valid ModelServices', () => {
     {
       name: 'prefix',
       affinity: { type: 'PrefixHash' },
-      defaulted: { type: 'PrefixHash', prefixBytes: 1024, fallback: 'NextEndpoint' },
+      defaulted: { type: 'PrefixHash', prefixBytes: 1024, prefixKey: 'Conversation', fallback: 'NextEndpoint' },
       annotations: {
         'affinity.modelplane.ai/backend-traffic-policy': 'prefix-affinity',
         'affinity.modelplane.ai/envoy-extension-policy': 'prefix-prefix-hash',
