@@ -23,7 +23,7 @@ import { aiGatewayCrdFiles, installCrds } from './testbed/crds.ts';
 import { makeCa, makeLeaf } from './testbed/pki.ts';
 import { type ManagedProcess, freePort, startProcess, waitFor } from './testbed/processes.ts';
 import { type Testbed, createNamespace, testbed } from './testbed/testbed.ts';
-import { registerWebhooks, unregisterWebhooks, webhookConfigurations } from './testbed/webhook.ts';
+import { WEBHOOK_CONFIGURATION_NAME, registerWebhooks, unregisterWebhooks, webhookConfigurations } from './testbed/webhook.ts';
 
 const NAMESPACE = 'modelplane-affinity-system';
 const SA = 'modelplane-affinity-manager';
@@ -38,7 +38,8 @@ let tb: Testbed;
 let work: string;
 const objects = installObjects();
 const processes: ManagedProcess[] = [];
-let testbedWebhookUnregistered = false;
+/** The CA the test bed's registration trusted when this file took it down (another file may have rotated it since the bed started). */
+let testbedWebhookCa: string | undefined;
 
 const resourceOf = (o: ManifestObject) => {
   const group = o.apiVersion.includes('/') ? o.apiVersion.split('/')[0] : '';
@@ -61,7 +62,7 @@ afterAll(async () => {
   await tb.kubectl(['delete', '--ignore-not-found', `mutatingwebhookconfiguration/${TEST_CONFIGURATION_NAME}`, `validatingwebhookconfiguration/${TEST_CONFIGURATION_NAME}`]);
   const removable = objects.filter((o) => o.kind !== 'CustomResourceDefinition' && !o.metadata.namespace);
   await tb.kubectl(['delete', '--ignore-not-found', '--wait=false', ...removable.map((o) => `${resourceOf(o)}/${o.metadata.name}`)]);
-  if (testbedWebhookUnregistered) await registerWebhooks(tb, tb.webhookBaseUrl, tb.webhookCaPem);
+  if (testbedWebhookCa !== undefined) await registerWebhooks(tb, tb.webhookBaseUrl, testbedWebhookCa);
   rmSync(work, { recursive: true, force: true });
 }, 120_000);
 
@@ -329,8 +330,9 @@ describe('the manager, from the Dockerfile-shaped folder, as the ServiceAccount,
     await waitFor('manager /readyz', async () => (await httpsGet(`${baseUrl}/readyz`, caPem)).status === 200, 30_000, () => manager.tail());
 
     // Only this manager answers admission now: the test bed's webhook steps aside until afterAll.
+    const registered = JSON.parse(await tb.kubectlOk(['get', 'mutatingwebhookconfiguration', WEBHOOK_CONFIGURATION_NAME, '-o', 'json'])) as { webhooks: { clientConfig: { caBundle: string } }[] };
+    testbedWebhookCa = Buffer.from(registered.webhooks[0]?.clientConfig.caBundle ?? '', 'base64').toString('utf8');
     await unregisterWebhooks(tb);
-    testbedWebhookUnregistered = true;
     const configurations = JSON.parse(webhookConfigurations(baseUrl, caPem)) as { items: ManifestObject[] };
     for (const c of configurations.items) c.metadata.name = TEST_CONFIGURATION_NAME;
     await tb.kubectlOk(['apply', '--server-side', '-f', '-'], { input: JSON.stringify(configurations) });
