@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { renderDocuments } from '../bin/render-command.ts';
+import { modelService } from '../test/fixtures/model-service.ts';
 import { formatFieldError } from './field-errors.ts';
 import type { KubeObject, ModelService } from './model-service.ts';
 import { crossNamespaceNames } from './naming.ts';
@@ -40,12 +41,7 @@ describe('render golden files', () => {
 });
 
 describe('render', () => {
-  const ms = (affinity: unknown): ModelService => ({
-    apiVersion: 'modelplane.ai/v1alpha1',
-    kind: 'ModelService',
-    metadata: { name: 'm', namespace: 'n' },
-    spec: { affinity } as ModelService['spec'],
-  });
+  const ms = (affinity: Record<string, unknown>) => modelService('m', affinity, { namespace: 'n' });
 
   it('adds health checks and a retry only for fallback NextEndpoint', () => {
     const [withFallback] = render(ms({ type: 'Session', sessionHeader: 'x-s' }), { extProcImage: IMAGE }).objects;
@@ -86,13 +82,8 @@ describe('render', () => {
 });
 
 describe('crossNamespaceObjects (policies beside AIGatewayRoutes of other namespaces)', () => {
-  const ms = (affinity: unknown): ModelService => ({
-    apiVersion: 'modelplane.ai/v1alpha1',
-    kind: 'ModelService',
-    metadata: { name: 'kimi', namespace: 'ml', uid: 'u-1' },
-    spec: { affinity } as ModelService['spec'],
-  });
-  const defaulted = (affinity: unknown) => render(ms(affinity), { extProcImage: IMAGE }).modelService;
+  const ms = (affinity: Record<string, unknown>) => modelService('kimi', affinity, { namespace: 'ml', uid: 'u-1' });
+  const defaulted = (affinity: Record<string, unknown>) => render(ms(affinity), { extProcImage: IMAGE }).modelService;
   const targets = [
     { namespace: 'modelplane-system', httpRoutes: ['ml-kimi', 'ml-kimi-canary'] },
     { namespace: 'team-b', httpRoutes: ['kimi'] },
