@@ -3,6 +3,7 @@
 // seen): SIGKILL mid-convergence of 1,000 ModelServices and a restart; hand
 // edits and deletes of generated objects at 10/s while it converges; the
 // leader of two managers killed mid-run. Figures go to bench/RELIABILITY.md.
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeObject } from '../src/model-service.ts';
@@ -16,7 +17,7 @@ import { MODEL_SERVICE_CRD, gatewayCrdFiles, installCrds } from './testbed/crds.
 import type { ManagedProcess } from './testbed/processes.ts';
 import { RELIABILITY_IMAGE, applyFleet, duplicateConditions, figures, fleetObjects, logLines, sleep, startCli, startReconciler, waitConverged, waitForObjects } from './testbed/reliability.ts';
 import { makeWebhookCertificates } from './testbed/webhook.ts';
-import { freePort } from './testbed/processes.ts';
+import { freePort, waitFor } from './testbed/processes.ts';
 
 const FLEET = 1000;
 let cp: ControlPlane;
@@ -128,12 +129,22 @@ describe('reconciler reliability', () => {
     const certDir = join(cp.dir, 'manager-certs');
     makeWebhookCertificates(cp.dir, certDir, 'managers');
     // The defaults of the install: 15 s lease, 10 s renew deadline, 2 s retry.
-    const manager = async (name: string) =>
-      track(startCli(cp, name, ['manager', '--port', String(await freePort()), '--host', '127.0.0.1', '--cert-dir', certDir, '--ext-proc-image', RELIABILITY_IMAGE, '--leader-election-namespace', ns]));
+    const manager = async (name: string) => {
+      const port = await freePort();
+      const proc = track(startCli(cp, name, ['manager', '--port', String(port), '--host', '127.0.0.1', '--cert-dir', certDir, '--ext-proc-image', RELIABILITY_IMAGE, '--leader-election-namespace', ns]));
+      return { proc, readyz: () => httpsText(`https://127.0.0.1:${port}/readyz`) };
+    };
     await cp.kubectlOk(['create', 'namespace', ns]);
-    const a = await manager('manager-a');
+    const leader = await manager('manager-a');
+    const a = leader.proc;
     await waitUntil(() => logLines(a, 'became leader').length > 0, 60_000, tails);
-    const b = await manager('manager-b');
+    const standby = await manager('manager-b');
+    const b = standby.proc;
+    // /readyz on the webhook port: the leader once its informers have listed; the standby, which runs none, at once.
+    await waitFor('leader ready', async () => (await leader.readyz()).status === 200, 60_000, tails);
+    expect((await leader.readyz()).body).toContain('[+]informer ModelService: synced');
+    await waitFor('standby ready', async () => (await standby.readyz()).status === 200, 60_000, tails);
+    expect(await standby.readyz()).toEqual({ status: 200, body: 'ok\n[+]leader election: standby, not reconciling\n' });
     const t0 = Date.now();
     await applyFleet(cp, `${ns}-fleet`, FLEET);
     const atKill = await waitForObjects(cp, `${ns}-fleet`, Math.floor(expected / 3), 300_000, tails);
@@ -144,6 +155,7 @@ describe('reconciler reliability', () => {
     expect(report.conflicts).toEqual([]);
     expect(await duplicateConditions(cp, `${ns}-fleet`)).toEqual([]);
     expect(logLines(b, 'became leader')).toHaveLength(1);
+    expect((await standby.readyz()).body).toContain('[+]informer ModelService: synced');
     figures('leader of two managers SIGKILLed mid-run', {
       modelServices: FLEET,
       objects: expected,
@@ -177,6 +189,19 @@ function handEdit(o: KubeObject): Record<string, unknown> {
 function secondsUntil(proc: ManagedProcess, msg: string, since: number): number | undefined {
   const line = logLines(proc, msg)[0];
   return line ? ((line.time as number) - since) / 1000 : undefined;
+}
+
+/** GET over HTTPS (the bed's self-signed webhook certificate); status 0 when nothing answers. */
+function httpsText(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve) => {
+    const req = httpsRequest(url, { rejectUnauthorized: false, timeout: 2000 }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', () => resolve({ status: 0, body: '' }));
+    req.end();
+  });
 }
 
 async function waitUntil(check: () => boolean, timeoutMs: number, diagnose: () => string): Promise<void> {
