@@ -5,6 +5,7 @@ import { request } from 'node:https';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { type Testbed, createNamespace, testbed } from './testbed/testbed.ts';
+import { WEBHOOK_CONFIGURATION_NAME } from './testbed/webhook.ts';
 
 let tb: Testbed;
 let ns: string;
@@ -35,7 +36,7 @@ async function stored(name: string): Promise<Stored> {
 }
 
 /** POSTs an AdmissionReview for `object` to the test bed's webhook and returns its response. */
-function mutate(object: Stored): Promise<{ allowed: boolean; patch?: string; patchType?: string; uid: string }> {
+async function mutate(object: Stored): Promise<{ allowed: boolean; patch?: string; patchType?: string; uid: string }> {
   const review = {
     apiVersion: 'admission.k8s.io/v1',
     kind: 'AdmissionReview',
@@ -52,8 +53,11 @@ function mutate(object: Stored): Promise<{ allowed: boolean; patch?: string; pat
     },
   };
   const url = new URL('/mutate', tb.webhookBaseUrl);
+  // The CA the API server trusts now: another file may have rotated the webhook's certificate (webhook.int).
+  const registered = JSON.parse(await tb.kubectlOk(['get', 'mutatingwebhookconfiguration', WEBHOOK_CONFIGURATION_NAME, '-o', 'json'])) as { webhooks: { clientConfig: { caBundle: string } }[] };
+  const ca = Buffer.from(registered.webhooks[0]?.clientConfig.caBundle ?? '', 'base64').toString('utf8');
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'POST', ca: tb.webhookCaPem, headers: { 'content-type': 'application/json' } }, (res) => {
+    const req = request(url, { method: 'POST', ca, headers: { 'content-type': 'application/json' } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
