@@ -231,6 +231,9 @@ describe('validate', () => {
     },
     { name: 'nothing for equal weights', affinity: { type: 'PrefixHash' }, endpoints: [{ weight: 2 }, { weight: 2 }], expected: [] },
     { name: 'nothing for unequal weights without affinity', affinity: { type: 'None' }, endpoints: [{ weight: 1 }, { weight: 3 }], expected: [] },
+    // The CRD schema rejects these after the webhooks; the rules must not throw on them first.
+    { name: 'nothing when spec.endpoints is not a list', affinity: { type: 'PrefixHash' }, endpoints: 'three' as unknown as [], expected: [] },
+    { name: 'nothing for endpoints that are not objects', affinity: { type: 'Session', sessionHeader: 'X-Session-ID' }, endpoints: [null, 7] as unknown as [], expected: [] },
   ];
   it.each(warnings)('warns about $name', ({ affinity, endpoints, expected }) => {
     const result = validate(applyDefaults(modelService(affinity, endpoints)));

@@ -205,7 +205,10 @@ function ignoredFieldWarnings(affinity: Affinity, type: AffinityType): string[] 
  */
 function endpointWeightWarnings(ms: ModelService, type: AffinityType): string[] {
   if (type === 'None') return [];
-  const weights = (ms.spec?.endpoints ?? []).map((e) => e.weight ?? 1);
+  // spec.endpoints is Modelplane's field: its shape is the CRD schema's to judge (after this webhook), so
+  // a value that is not a list of objects gets no warning here rather than an exception.
+  const endpoints: unknown = ms.spec?.endpoints;
+  const weights = Array.isArray(endpoints) ? endpoints.map((e: unknown) => (typeof e === 'object' && e !== null ? ((e as { weight?: unknown }).weight ?? 1) : 1)) : [];
   if (new Set(weights).size <= 1) return [];
   return [
     `spec.endpoints: unequal weights (${weights.join(', ')}) are not honoured exactly with affinity: ` +
