@@ -2,6 +2,7 @@
 // resends the history (as clients do), sent through the gateway turn after
 // turn, many conversations at once, recording which inference cluster served
 // each turn, whether its prefix cache was warm, and the time to the answer.
+import http from 'node:http';
 import { CACHE_HEADER, SEEN_PROMPT_HASH_HEADER, SERVED_BY_HEADER } from './inference-cluster.ts';
 
 export interface Conversation {
@@ -75,26 +76,51 @@ export interface SendOptions {
   timeoutMs?: number;
 }
 
-export async function send(url: string, body: string | undefined, headers: Record<string, string> = {}, timeoutMs = 10_000): Promise<TurnResult> {
+let agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+/**
+ * Closes every kept-alive connection to the gateway. Envoy applies a new
+ * filter chain (an ext_proc filter added or removed) as a new listener and
+ * drains the old one: requests on connections opened before keep the old
+ * filters until the drain ends, so a run that must see the new ones starts
+ * on new connections.
+ */
+export function resetConnections(): void {
+  agent.destroy();
+  agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+}
+
+function header(response: http.IncomingMessage, name: string): string {
+  const value = response.headers[name];
+  return Array.isArray(value) ? value.join(', ') : (value ?? '');
+}
+
+/** One request through the gateway (kept-alive connections); a failure is status 0. A header given as a list is sent repeated. */
+export function send(url: string, body: string | undefined, headers: Record<string, string | string[]> = {}, timeoutMs = 10_000): Promise<TurnResult> {
   const started = performance.now();
-  try {
-    const response = await fetch(url, {
-      method: body === undefined ? 'GET' : 'POST',
-      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
-      body,
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    await response.arrayBuffer();
-    return {
-      status: response.status,
-      cluster: response.headers.get(SERVED_BY_HEADER) ?? '',
-      warm: response.headers.get(CACHE_HEADER) === 'warm',
-      promptHash: response.headers.get(SEEN_PROMPT_HASH_HEADER) ?? '',
-      ms: performance.now() - started,
-    };
-  } catch {
-    return { status: 0, cluster: '', warm: false, promptHash: '', ms: performance.now() - started };
-  }
+  return new Promise((resolve) => {
+    const failed = () => resolve({ status: 0, cluster: '', warm: false, promptHash: '', ms: performance.now() - started });
+    const request = http.request(
+      url,
+      { method: body === undefined ? 'GET' : 'POST', agent, timeout: timeoutMs, headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers } },
+      (response) => {
+        response.resume();
+        response.on('error', failed);
+        response.on('end', () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            cluster: header(response, SERVED_BY_HEADER),
+            warm: header(response, CACHE_HEADER) === 'warm',
+            promptHash: header(response, SEEN_PROMPT_HASH_HEADER),
+            ms: performance.now() - started,
+          }),
+        );
+      },
+    );
+    request.on('timeout', () => request.destroy());
+    request.on('error', failed);
+    request.end(body);
+  });
 }
 
 /** Sends every turn of every conversation; results[i][t] is turn t of conversation i. */

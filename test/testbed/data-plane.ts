@@ -11,9 +11,9 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import type { Kubectl } from './control-plane.ts';
-import { CACHE_ROOT, GATEWAY_TOOLS, ensureGoTools } from './go-tools.ts';
+import { CACHE_ROOT, GATEWAY_TOOLS, REPO_ROOT, ensureGoTools } from './go-tools.ts';
 import { envoyBinary } from './python-tools.ts';
 import { type ManagedProcess, startProcess, waitFor } from './processes.ts';
 
@@ -90,7 +90,15 @@ async function writeSecretFiles(k: Kubectl, name: string, dir: string): Promise<
   }
 }
 
-/** GatewayClass, EnvoyProxy (which Envoy version func-e runs) and the fleet Gateway, as Modelplane names it. */
+/** What the README asks a platform team to install with PrefixHash: examples/gateway/client-traffic-policy.yaml. */
+export function clientTrafficPolicy(): { metadata: { name: string; namespace: string } } & Record<string, unknown> {
+  return parse(readFileSync(join(REPO_ROOT, 'examples', 'gateway', 'client-traffic-policy.yaml'), 'utf8')) as { metadata: { name: string; namespace: string } } & Record<string, unknown>;
+}
+
+/**
+ * GatewayClass, EnvoyProxy (which Envoy version func-e runs), the fleet Gateway as Modelplane names it,
+ * and the ClientTrafficPolicy that strips client-sent x-prompt-hash headers before routing.
+ */
 export function gatewayObjects(): string {
   return [
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: GATEWAY_NAMESPACE } },
@@ -115,6 +123,7 @@ export function gatewayObjects(): string {
       metadata: { name: GATEWAY_NAME, namespace: GATEWAY_NAMESPACE },
       spec: { gatewayClassName: 'eg', listeners: [{ name: 'http', protocol: 'HTTP', port: GATEWAY_PORT, allowedRoutes: { namespaces: { from: 'All' } } }] },
     },
+    clientTrafficPolicy(),
   ]
     .map((o) => stringify(o))
     .join('---\n');

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { generatedNames } from '../../src/naming.ts';
 import type { Kubectl } from './control-plane.ts';
-import { send } from './conversations.ts';
-import { type DataPlane, startDataPlane } from './data-plane.ts';
+import { resetConnections, send } from './conversations.ts';
+import { type DataPlane, clientTrafficPolicy, startDataPlane } from './data-plane.ts';
 import { type ClusterAddress, type RouteShapeName, backend, httpRoute, routePrefix, yamlDocuments } from './fleet.ts';
 import { type HasherPods, startHasherPods } from './hasher-pods.ts';
 import { type InferenceCluster, startInferenceCluster } from './inference-cluster.ts';
@@ -43,6 +43,8 @@ export interface FleetBed {
   setAffinity(modelService: string, mode: AffinityMode, extra?: Record<string, unknown>): Promise<void>;
   /** Rewrites a ModelService's HTTPRoute over these clusters (by name) and waits until Envoy has the new endpoints. */
   setRouteClusters(modelService: string, clusterNames: readonly string[]): Promise<void>;
+  /** Runs fn with the Gateway's ClientTrafficPolicy (the early x-prompt-hash removal) deleted, then puts it back. */
+  withoutClientTrafficPolicy(fn: () => Promise<void>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -126,6 +128,8 @@ export async function waitUntilRouted(r: RoutedBy): Promise<void> {
     90_000,
     r.diagnose,
   );
+  // A filter added or removed is a new listener: connections opened before keep the old filters.
+  resetConnections();
   if (mode !== 'PrefixHash') return;
   await r.hashers.waitForPod(generatedNames(ms).prefixHash, 90_000);
   await waitFor(
@@ -177,6 +181,22 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
       await waitUntilRouted({ dataPlane, hashers, namespace: ns, modelService: ms, mode, url: url(ms), diagnose: () => reconciler.tail(20) });
     }
 
+    async function withoutClientTrafficPolicy(fn: () => Promise<void>): Promise<void> {
+      const policy = clientTrafficPolicy();
+      // Envoy Gateway turns earlyRequestHeaders.remove into the connection manager's early header mutation.
+      const removal = async () => JSON.stringify(await dataPlane.configDump()).includes('"remove":"x-prompt-hash"');
+      await k.kubectlOk(['delete', 'clienttrafficpolicy', policy.metadata.name, '-n', policy.metadata.namespace]);
+      try {
+        await waitFor("Envoy's listener without the early x-prompt-hash removal", async () => !(await removal()), 90_000);
+        resetConnections();
+        await fn();
+      } finally {
+        await k.kubectlOk(['apply', '-f', '-'], { input: stringify(policy) });
+        await waitFor("Envoy's listener with the early x-prompt-hash removal", removal, 90_000);
+        resetConnections();
+      }
+    }
+
     async function setRouteClusters(ms: string, clusterNames: readonly string[]): Promise<void> {
       const shape = options.routes[ms];
       if (shape === undefined) throw new Error(`no route for ModelService ${ms} in this fleet`);
@@ -197,7 +217,7 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
       );
     }
 
-    return { dataPlane, clusters, hashers, reconciler, url, setAffinity, setRouteClusters, stop };
+    return { dataPlane, clusters, hashers, reconciler, url, setAffinity, setRouteClusters, withoutClientTrafficPolicy, stop };
   } catch (error) {
     await stop();
     throw error;
