@@ -74,6 +74,8 @@ export interface SendOptions {
   /** Conversations in flight at once; their turns go one after another. */
   concurrency?: number;
   timeoutMs?: number;
+  /** The request body of a turn; chatBody when absent. */
+  body?: (conversation: Conversation, turn: number) => string;
 }
 
 let agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
@@ -133,7 +135,7 @@ export async function runConversations(conversations: readonly Conversation[], o
       const conversation = conversations[i];
       if (conversation === undefined) return;
       for (let t = 0; t < conversation.users.length; t++) {
-        (results[i] as TurnResult[]).push(await send(options.url, chatBody(conversation, t), options.headers?.(conversation, t), options.timeoutMs));
+        (results[i] as TurnResult[]).push(await send(options.url, (options.body ?? chatBody)(conversation, t), options.headers?.(conversation, t), options.timeoutMs));
       }
     }
   };

@@ -33,6 +33,10 @@ export interface DataPlaneOptions {
   kubeconfig: string;
   /** Folder for configuration, certificates and logs. */
   dir?: string;
+  /** EnvoyGateway `extensionManager` (an extension server such as Envoy AI Gateway's, test/testbed/ai-gateway.ts). */
+  extensionManager?: Record<string, unknown>;
+  /** More bind mounts in the controller's mount namespace, beside /certs (its Envoy sees them too); a missing target folder is created and removed at stop. */
+  bindMounts?: ReadonlyArray<{ source: string; target: string }>;
 }
 
 export interface DataPlane {
@@ -137,13 +141,13 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
   mkdirSync(dir, { recursive: true });
   const host = { configHome: join(dir, 'config'), dataHome: join(dir, 'data'), stateHome: join(dir, 'state'), runtimeDir: join(dir, 'run') };
   let controller: ManagedProcess | undefined;
-  let createdCertPath = false;
+  const createdMountPoints: string[] = [];
   const stop = async (): Promise<void> => {
     // SIGTERM: Envoy Gateway stops its Envoy; the process group catches what it does not.
     await controller?.stop('SIGTERM', 15_000);
-    if (createdCertPath) {
+    for (const mountPoint of createdMountPoints) {
       try {
-        rmdirSync(XDS_CERT_PATH);
+        rmdirSync(mountPoint);
       } catch {
         /* not empty: someone else's files, leave them */
       }
@@ -174,19 +178,24 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
         gateway: { controllerName: 'gateway.envoyproxy.io/gatewayclass-controller' },
         provider: { type: 'Custom', custom: { resource: { type: 'Kubernetes', kubernetes: {} }, infrastructure: { type: 'Host', host } } },
         extensionApis: { enableBackend: true },
+        ...(options.extensionManager === undefined ? {} : { extensionManager: options.extensionManager }),
         logging: { level: { default: 'info' } },
       }),
     );
     // The xDS server reads /certs/{tls.crt,tls.key,ca.crt}: our files are bind-mounted there in a
     // mount namespace of the controller's own, so the machine's /certs (created empty if missing) stays empty.
-    if (!existsSync(XDS_CERT_PATH)) {
-      mkdirSync(XDS_CERT_PATH);
-      createdCertPath = true;
+    const mounts = [{ source: xdsCerts, target: XDS_CERT_PATH }, ...(options.bindMounts ?? [])];
+    for (const { target } of mounts) {
+      if (existsSync(target)) continue;
+      mkdirSync(target, { recursive: true });
+      createdMountPoints.push(target);
     }
+    // sh -c SCRIPT source0 target0 source1 target1 ... command...: each pair is bound, then the command runs.
+    const mountScript = `${mounts.map((_, i) => `mount --bind "\${${2 * i}}" "\${${2 * i + 1}}"`).join(' && ')} && shift ${2 * mounts.length - 1} && exec "$@"`;
     log(`starting Envoy Gateway's controller (Kubernetes provider, Host infrastructure, Envoy ${ENVOY_VERSION}) in ${dir}`);
     controller = startProcess(
       'unshare',
-      ['--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$0" /certs && exec "$@"', xdsCerts, join(gatewayBin, 'envoy-gateway'), 'server', '--config-path', configPath],
+      ['--mount', '--propagation', 'private', '--', 'sh', '-c', mountScript, ...mounts.flatMap((m) => [m.source, m.target]), join(gatewayBin, 'envoy-gateway'), 'server', '--config-path', configPath],
       join(dir, 'envoy-gateway.log'),
       env,
       { processGroup: true },

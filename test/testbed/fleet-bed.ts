@@ -9,6 +9,7 @@ import { stringify } from 'yaml';
 import { generatedNames } from '../../src/naming.ts';
 import type { Kubectl } from './control-plane.ts';
 import { resetConnections, send } from './conversations.ts';
+import { type AiGateway, aiServiceBackend, startAiGatewayDataPlane } from './ai-gateway.ts';
 import { type DataPlane, clientTrafficPolicy, startDataPlane } from './data-plane.ts';
 import { type ClusterAddress, type RouteShapeName, backend, httpRoute, routePrefix, yamlDocuments } from './fleet.ts';
 import { type HasherPods, startHasherPods } from './hasher-pods.ts';
@@ -30,17 +31,29 @@ export interface FleetBedOptions {
   warmMs: number;
   /** ModelService name → the shape of its HTTPRoute. */
   routes: Record<string, RouteShapeName>;
+  /**
+   * Envoy AI Gateway in front (test/testbed/ai-gateway.ts), with an AIServiceBackend over each
+   * cluster's Backend. models: ModelService name → the model its AIGatewayRoute (which the caller
+   * applies) serves; requests go to /v1/chat/completions with that model in the body. The route has
+   * the ModelService's name and namespace unless `routes` says where it is.
+   */
+  aiGateway?: { models: Record<string, string>; routes?: Record<string, { namespace: string; name: string }> };
 }
 
 export interface FleetBed {
   dataPlane: DataPlane;
+  /** With options.aiGateway. */
+  aiGateway?: AiGateway;
   clusters: InferenceCluster[];
   hashers: HasherPods;
   reconciler: ManagedProcess;
   /** The URL of a ModelService's chat completions, through the gateway. */
   url(modelService: string): string;
-  /** Applies a ModelService with this affinity (through our webhook) and waits until Envoy routes by it. */
-  setAffinity(modelService: string, mode: AffinityMode, extra?: Record<string, unknown>): Promise<void>;
+  /**
+   * Applies a ModelService with this affinity (through our webhook) and waits until Envoy routes by it
+   * and, for PrefixHash, until requests carry the hasher's x-prompt-hash (unless wait.hasher is false).
+   */
+  setAffinity(modelService: string, mode: AffinityMode, extra?: Record<string, unknown>, wait?: { hasher?: boolean }): Promise<void>;
   /** Rewrites a ModelService's HTTPRoute over these clusters (by name) and waits until Envoy has the new endpoints. */
   setRouteClusters(modelService: string, clusterNames: readonly string[]): Promise<void>;
   /** Runs fn with the Gateway's ClientTrafficPolicy (the early x-prompt-hash removal) deleted, then puts it back. */
@@ -50,8 +63,8 @@ export interface FleetBed {
 
 const IMAGE = 'registry.example/modelplane-affinity:testbed';
 
-/** The route entry of Envoy's live configuration for a ModelService's path prefix, as JSON text. */
-async function liveRoute(dataPlane: DataPlane, prefix: string): Promise<string | undefined> {
+/** The route entry of Envoy's live configuration for a ModelService's path prefix (or whose name starts with `name`), as JSON text. */
+async function liveRoute(dataPlane: DataPlane, prefix: string, name?: string): Promise<string | undefined> {
   const dump = (await dataPlane.configDump()) as { configs?: Array<Record<string, unknown>> };
   for (const config of dump.configs ?? []) {
     if (!String(config['@type']).endsWith('RoutesConfigDump')) continue;
@@ -59,7 +72,7 @@ async function liveRoute(dataPlane: DataPlane, prefix: string): Promise<string |
       for (const host of dynamic.route_config?.virtual_hosts ?? []) {
         for (const route of host.routes ?? []) {
           const text = JSON.stringify(route);
-          if (text.includes(JSON.stringify(prefix.replace(/\/$/, '')))) return text;
+          if (text.includes(JSON.stringify(prefix.replace(/\/$/, ''))) || (name !== undefined && text.includes(`"name":"${name}`))) return text;
         }
       }
     }
@@ -102,6 +115,12 @@ export interface RoutedBy {
   mode: AffinityMode;
   /** A chat completions URL of the ModelService's route, for the hasher probe. */
   url: string;
+  /** The probe body's model ('probe' when absent). */
+  model?: string;
+  /** The AIGatewayRoute whose HTTPRoute (same name and namespace) routes the ModelService: its first rule's route and clusters, not the path prefix's. */
+  aiGatewayRoute?: { namespace: string; name: string };
+  /** false: do not wait for a hasher-set x-prompt-hash. */
+  hasher?: boolean;
   diagnose?: () => string;
 }
 
@@ -118,8 +137,9 @@ export async function waitUntilRouted(r: RoutedBy): Promise<void> {
   await waitFor(
     `Envoy's route for ${ns}/${ms} to ${mode === 'None' ? 'hash nothing' : `hash ${header} into Maglev clusters`}`,
     async () => {
-      const route = await liveRoute(dataPlane, routePrefix(ns, ms));
-      const policies = await liveClusterPolicies(dataPlane, ns, ms);
+      const ai = r.aiGatewayRoute;
+      const route = await liveRoute(dataPlane, routePrefix(ns, ms), ai && `httproute/${ai.namespace}/${ai.name}/rule/0/`);
+      const policies = await liveClusterPolicies(dataPlane, ai?.namespace ?? ns, ai?.name ?? ms);
       if (route === undefined || policies.length === 0) return false;
       return mode === 'None'
         ? !route.includes('"hash_policy"') && policies.every((p) => p !== MAGLEV)
@@ -132,10 +152,11 @@ export async function waitUntilRouted(r: RoutedBy): Promise<void> {
   resetConnections();
   if (mode !== 'PrefixHash') return;
   await r.hashers.waitForPod(generatedNames(ms).prefixHash, 90_000);
+  if (r.hasher === false) return;
   await waitFor(
     `requests to ${ms} to carry a hasher-set x-prompt-hash`,
     async () => {
-      const probe = await send(r.url, JSON.stringify({ model: 'probe', messages: [{ role: 'user', content: `probe ${Date.now()}` }] }));
+      const probe = await send(r.url, JSON.stringify({ model: r.model ?? 'probe', messages: [{ role: 'user', content: `probe ${Date.now()}` }] }));
       return probe.status === 200 && /^[0-9a-f]{16}$/.test(probe.promptHash);
     },
     90_000,
@@ -158,7 +179,9 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
       stops.push(() => cluster.close());
     }
     const addresses: ClusterAddress[] = clusters.map((c) => ({ name: c.name, host: c.host, port: c.port }));
-    const dataPlane = await startDataPlane({ kubectl: k, kubeconfig: options.kubeconfig, dir: join(options.dir, 'data-plane') });
+    const dataPlaneOptions = { kubectl: k, kubeconfig: options.kubeconfig, dir: join(options.dir, 'data-plane') };
+    const ai = options.aiGateway === undefined ? undefined : await startAiGatewayDataPlane(dataPlaneOptions);
+    const dataPlane = ai ?? (await startDataPlane(dataPlaneOptions));
     stops.push(() => dataPlane.stop());
     const reconciler = startProcess(process.execPath, [CLI, 'reconcile', '--ext-proc-image', IMAGE, '--leader-election-namespace', ns], join(options.dir, 'reconciler.log'), {
       ...process.env,
@@ -169,16 +192,22 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
     const hashers = startHasherPods({ kubectl: k, namespace: ns, dir: options.dir });
     stops.push(() => hashers.stop());
     await k.kubectlOk(['apply', '-f', '-'], {
-      input: yamlDocuments([...addresses.map((c) => backend(ns, c)), ...Object.entries(options.routes).map(([ms, shape]) => httpRoute(ns, ms, shape, addresses))]),
+      input: yamlDocuments([
+        ...addresses.map((c) => backend(ns, c)),
+        ...(ai === undefined ? [] : addresses.map((c) => aiServiceBackend(ns, c))),
+        ...Object.entries(options.routes).map(([ms, shape]) => httpRoute(ns, ms, shape, addresses)),
+      ]),
     });
-    const url = (ms: string) => `${dataPlane.gatewayUrl}${routePrefix(ns, ms)}v1/chat/completions`;
+    const models = options.aiGateway?.models;
+    const url = (ms: string) => (models === undefined ? `${dataPlane.gatewayUrl}${routePrefix(ns, ms)}v1/chat/completions` : `${dataPlane.gatewayUrl}/v1/chat/completions`);
 
-    async function setAffinity(ms: string, mode: AffinityMode, extra: Record<string, unknown> = {}): Promise<void> {
+    async function setAffinity(ms: string, mode: AffinityMode, extra: Record<string, unknown> = {}, wait: { hasher?: boolean } = {}): Promise<void> {
       const affinity = mode === 'Session' ? { type: mode, sessionHeader: SESSION_HEADER, ...extra } : { type: mode, ...extra };
       await k.kubectlOk(['apply', '-f', '-'], {
         input: stringify({ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: ms, namespace: ns }, spec: { endpoints: clusters.map(() => ({ weight: 1 })), affinity } }),
       });
-      await waitUntilRouted({ dataPlane, hashers, namespace: ns, modelService: ms, mode, url: url(ms), diagnose: () => reconciler.tail(20) });
+      const ai = models === undefined ? {} : { model: models[ms], aiGatewayRoute: options.aiGateway?.routes?.[ms] ?? { namespace: ns, name: ms } };
+      await waitUntilRouted({ dataPlane, hashers, namespace: ns, modelService: ms, mode, url: url(ms), ...ai, ...wait, diagnose: () => reconciler.tail(20) });
     }
 
     async function withoutClientTrafficPolicy(fn: () => Promise<void>): Promise<void> {
@@ -217,7 +246,7 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
       );
     }
 
-    return { dataPlane, clusters, hashers, reconciler, url, setAffinity, setRouteClusters, withoutClientTrafficPolicy, stop };
+    return { dataPlane, ...(ai === undefined ? {} : { aiGateway: ai.aiGateway }), clusters, hashers, reconciler, url, setAffinity, setRouteClusters, withoutClientTrafficPolicy, stop };
   } catch (error) {
     await stop();
     throw error;
