@@ -52,20 +52,12 @@ import { frameMessage } from '../ext-proc/grpc-wire.ts';
 import { conversationKey } from '../ext-proc/conversation-key.ts';
 import { loadXxh64, promptHash } from '../ext-proc/handlers.ts';
 import { PROCESS_METHOD_PATH, processMethod, type ProcessingResponse } from '../ext-proc/protocol.ts';
-import { ETCD_TOOLS, KUBE_TOOLS, REPO_ROOT, ensureGoTools, type GoToolsModule } from '../test/testbed/go-tools.ts';
+import { BENCH_TOOLS, ETCD_TOOLS, KUBE_TOOLS, REPO_ROOT, ensureGoTools } from '../test/testbed/go-tools.ts';
 import { freePort, startProcess, type ManagedProcess } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
 import { EXT_PROC_ENV } from '../src/render.ts';
 import { PREFIX_KEYS, type PrefixKey } from '../src/model-service.ts';
 import { shape, type Dialogue, type Turn } from './client-shapes.ts';
-
-export const BENCH_TOOLS: GoToolsModule = {
-  module: 'bench',
-  binaries: [
-    { name: 'bbr', pkg: 'sigs.k8s.io/gateway-api-inference-extension/cmd/bbr' },
-    { name: 'ghz', pkg: 'github.com/bojand/ghz/cmd/ghz' },
-  ],
-};
 
 const SERVER_CORE = '0';
 const CLIENT_CORE = '1';

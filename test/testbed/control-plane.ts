@@ -96,6 +96,8 @@ export function kubectlFor(kubeBin: string, kubeconfig: string): Kubectl {
           resolve({ code, stdout, stderr });
         },
       );
+      // kubectl may exit before reading its input (the exit code says why): no unhandled EPIPE.
+      child.stdin?.on('error', () => undefined);
       child.stdin?.end(opts.input ?? '');
     });
   const kubectlOk = async (args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<string> => {

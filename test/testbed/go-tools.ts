@@ -70,6 +70,19 @@ export const AIGATEWAY_TOOLS: GoToolsModule = {
   ],
 };
 
+/**
+ * The benchmarks' baseline, the Gateway API Inference Extension's body-based
+ * router (BBR v1.5.0), and the ghz gRPC load tool (bench/ext-proc.ts,
+ * bench/data-plane.ts).
+ */
+export const BENCH_TOOLS: GoToolsModule = {
+  module: 'bench',
+  binaries: [
+    { name: 'bbr', pkg: 'sigs.k8s.io/gateway-api-inference-extension/cmd/bbr' },
+    { name: 'ghz', pkg: 'github.com/bojand/ghz/cmd/ghz' },
+  ],
+};
+
 function log(message: string): void {
   process.stderr.write(`[go-tools] ${message}\n`);
 }
