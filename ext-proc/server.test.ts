@@ -3,6 +3,7 @@
 // header mutations applied the way Envoy applies them, checked against the
 // independent BigInt XXH64 reference.
 import { spawn } from 'node:child_process';
+import http2 from 'node:http2';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -20,7 +21,8 @@ import {
   type ExtProcClient,
   type HeaderList,
 } from './envoy-harness.ts';
-import { processMethod } from './protocol.ts';
+import { frameMessage } from './grpc-wire.ts';
+import { PROCESS_METHOD_PATH, processMethod } from './protocol.ts';
 import { startExtProc, type ExtProcOptions, type ExtProcServer } from './server.ts';
 import { referencePromptHash } from './xxh64-reference.ts';
 
@@ -118,6 +120,32 @@ describe('the prefix hasher, as Envoy Gateway drives it', () => {
     expect(metric(metrics, 'ext_proc_streams_total')).toBe(500);
     expect(metric(metrics, 'ext_proc_messages_total{outcome="hashed"}')).toBe(500);
     await expect.poll(async () => metric(await scrape(server), 'ext_proc_streams_open')).toBe(0);
+  });
+
+  it('keeps a connection on which Envoy resets a stream per request, 5,000 times in a row', async () => {
+    const { server } = await start();
+    const session = http2.connect(`http://127.0.0.1:${server.port}`);
+    let goaway: number | undefined;
+    session.on('goaway', (code: number) => (goaway = code));
+    session.on('error', () => {});
+    for (let i = 0; i < 5_000; i++) {
+      const stream = session.request({ ':method': 'POST', ':path': PROCESS_METHOD_PATH, 'content-type': 'application/grpc', te: 'trailers' });
+      stream.on('error', () => {});
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      if (i % 500 === 499) await new Promise((r) => setImmediate(r));
+    }
+    // Still the same connection: one more request (a bodyless one: headers with end_of_stream) is answered on it.
+    const last = session.request({ ':method': 'POST', ':path': PROCESS_METHOD_PATH, 'content-type': 'application/grpc', te: 'trailers' });
+    const answered = new Promise<number>((resolve) => {
+      let bytes = 0;
+      last.on('data', (chunk: Buffer) => (bytes += chunk.length));
+      last.on('close', () => resolve(bytes));
+      last.on('error', () => resolve(bytes));
+    });
+    last.end(frameMessage(processMethod().requestSerialize(headersMessage(base, true))));
+    expect(await answered).toBeGreaterThan(5);
+    expect({ goaway, closed: session.closed, destroyed: session.destroyed }).toEqual({ goaway: undefined, closed: false, destroyed: false });
+    session.close();
   });
 
   it('takes a half-close followed by a reset, a reset mid-request and a half-close mid-request without errors or leaks', async () => {

@@ -41,6 +41,10 @@ export interface ExtProcServer {
   drain(): Promise<void>;
 }
 
+/** Node's rapid-reset guard set above the hasher's own capacity (tens of thousands of requests a second). */
+const STREAM_RESET_BURST = 100_000;
+const STREAM_RESET_RATE = 100_000;
+
 export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServer> {
   const host = options.host ?? '0.0.0.0';
   const log = options.logger ?? pino({ name: 'modelplane-affinity', base: { component: 'ext-proc' } });
@@ -62,6 +66,14 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
     // 10 MB, a few hundred bodies in flight; maxMessageBytes already bounds
     // what one stream may hold.
     maxSessionMemory: Number.MAX_SAFE_INTEGER,
+    // Envoy resets each ext_proc stream when its HTTP request ends, so one
+    // connection sees a reset per request. Node's rapid-reset guard (by
+    // default 1,000 at once, then 33 a second) took that for an attack and
+    // closed Envoy's connection every ~1,000 requests; the requests then in
+    // flight failed open without a hash (bench/RESULTS.md, "Data plane
+    // through Envoy"). Above any rate the hasher can serve: only Envoy dials it.
+    streamResetBurst: STREAM_RESET_BURST,
+    streamResetRate: STREAM_RESET_RATE,
   });
   server.on('session', (session) => {
     sessions.add(session);
