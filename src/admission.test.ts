@@ -157,12 +157,20 @@ describe('requests that are not ours', () => {
 });
 
 describe('a ModelService of a shape the rules do not expect', () => {
-  // The mutating webhook runs before the API server checks the CRD schema.
+  // The mutating webhook runs before the API server checks the CRD schema, so the rules see these first.
   const odd = { ...modelService({ type: 'Session', sessionHeader: 'X-Session-ID' }), spec: { endpoints: 'many', affinity: { type: 'Session', sessionHeader: 'X-Session-ID' } } };
-  it.each(['mutate', 'validate'] as const)('is refused by %s with a message that says what to check, never thrown', (mode) => {
-    const { response } = review(requestWith(odd), mode);
+  it('leaves a spec.endpoints that is not a list to the CRD schema: defaulted and allowed, no warning', () => {
+    const { response } = review(requestWith(odd), 'mutate');
+    expect(response).toMatchObject({ uid: fixture.request.uid, allowed: true, patchType: 'JSONPatch' });
+    expect(response.warnings).toBeUndefined();
+  });
+  // A rule that throws on an input nobody foresaw (here: a spec that throws when read) is a refusal, not a 500.
+  it.each(['mutate', 'validate'] as const)('is refused by %s with a message that says what to check when a rule throws, never thrown', (mode) => {
+    const request = requestWith(modelService({ type: 'Session', sessionHeader: 'X-Session-ID' }));
+    Object.defineProperty(request.object, 'spec', { enumerable: true, get: () => { throw new Error('unreadable spec'); } });
+    const { response } = review(request, mode);
     expect(response).toMatchObject({ uid: fixture.request.uid, allowed: false, status: { code: 400, reason: 'BadRequest' } });
-    expect(response.status?.message).toMatch(/^ModelService\.modelplane\.ai "kimi-k2" could not be checked: .+; check that metadata and spec are objects and spec\.endpoints is a list$/);
+    expect(response.status?.message).toMatch(/^ModelService\.modelplane\.ai "kimi-k2" could not be checked: unreadable spec; check that metadata and spec are objects and spec\.endpoints is a list$/);
   });
 });
 
