@@ -14,7 +14,7 @@ import { GRPC_CONTENT_TYPE, GrpcStatus } from './grpc-wire.ts';
 import { DEFAULT_MAX_MESSAGE_BYTES, loadXxh64, type HandlerConfig } from './handlers.ts';
 import { createHealthService } from './health.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
-import { type LiveStream, createProcessLoop, isIdle } from './process-stream.ts';
+import { LiveStreams, createProcessLoop, isIdle } from './process-stream.ts';
 import { HEALTH_SERVICE, PROCESS_METHOD_PATH } from './protocol.ts';
 
 export interface ExtProcOptions {
@@ -51,7 +51,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
   const config: HandlerConfig = { prefixBytes: options.prefixBytes, prefixKey: options.prefixKey ?? 'Body', hash64: await loadXxh64() };
-  const live = new Set<LiveStream>();
+  const live = new LiveStreams();
   const metrics = createMetrics(() => live.size);
   const sessions = new Set<http2.ServerHttp2Session>();
   const health = createHealthService();
