@@ -24,6 +24,7 @@ import { CLIENT_SHAPES, type ClientShape, type Dialogue } from './client-shapes.
 import { loadShareGpt, sample } from './sharegpt.ts';
 import { loadXxh64, promptHash, type Hash64 } from '../ext-proc/handlers.ts';
 import type { PrefixKey } from '../src/model-service.ts';
+import { seededRandom } from '../test/testbed/conversations.ts';
 
 const BUFFER = 32768;
 const MODES: Array<{ key: PrefixKey; n: number }> = [
@@ -36,17 +37,6 @@ const MODES: Array<{ key: PrefixKey; n: number }> = [
 const CLUSTERS = [3, 8, 16];
 const MAGLEV_TABLE = 65537;
 
-/** mulberry32: a small deterministic PRNG, so every run of a seed is the same trace. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // --- synthetic --------------------------------------------------------------
 
@@ -61,7 +51,7 @@ function text(random: () => number, bytes: number): string {
 }
 
 function syntheticTrace(conversations: number, seed: number): Dialogue[] {
-  const random = prng(seed);
+  const random = seededRandom(seed);
   const systems = SYSTEM_PROMPT_BYTES.flatMap((bytes) => Array.from({ length: APPS_PER_SYSTEM_SIZE }, () => (bytes === 0 ? '' : text(random, bytes))));
   return Array.from({ length: conversations }, () => {
     const system = systems[Math.floor(random() * systems.length)] as string;
@@ -167,7 +157,7 @@ function report(title: string, dialogues: Dialogue[], maxTurns: number, hash64: 
     }
   }
   // The floor this sample allows: each conversation pinned to a cluster drawn at random.
-  const random = prng(7);
+  const random = seededRandom(7);
   const floor = CLUSTERS.map((n) => {
     const load = new Array<number>(n).fill(0);
     for (const d of dialogues) {
