@@ -138,6 +138,10 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
   const [gatewayBin, envoy] = await Promise.all([ensureGoTools(GATEWAY_TOOLS), envoyBinary()]);
   const release = await acquirePortsLock();
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'mpa-dataplane-'));
+  if (existsSync(join(dir, 'envoy-gateway.yaml'))) {
+    release();
+    throw new Error(`startDataPlane: ${dir} already holds another data plane's certificates, config and Envoy; pass a directory of its own (for example mkdtempSync under it)`);
+  }
   mkdirSync(dir, { recursive: true });
   const host = { configHome: join(dir, 'config'), dataHome: join(dir, 'data'), stateHome: join(dir, 'state'), runtimeDir: join(dir, 'run') };
   let controller: ManagedProcess | undefined;

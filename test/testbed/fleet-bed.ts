@@ -4,6 +4,7 @@
 // reconciler's Deployments ask for (hasher-pods.ts), and inference clusters
 // on 127.0.0.x (inference-cluster.ts) behind Backends and HTTPRoutes in both
 // route shapes (fleet.ts). Everything it starts, stop() stops.
+import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { generatedNames } from '../../src/naming.ts';
@@ -171,6 +172,9 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
   const stop = async () => {
     for (const s of stops.reverse()) await s().catch((error: unknown) => process.stderr.write(`[fleet-bed] stop: ${String(error)}\n`));
   };
+  // The integration files share one control plane and its directory: each fleet bed writes its
+  // logs, hasher pods and data plane into a directory of its own.
+  const dir = mkdtempSync(join(options.dir, 'fleet-'));
   try {
     const clusters: InferenceCluster[] = [];
     for (let i = 0; i < options.clusters; i++) {
@@ -179,17 +183,17 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
       stops.push(() => cluster.close());
     }
     const addresses: ClusterAddress[] = clusters.map((c) => ({ name: c.name, host: c.host, port: c.port }));
-    const dataPlaneOptions = { kubectl: k, kubeconfig: options.kubeconfig, dir: join(options.dir, 'data-plane') };
+    const dataPlaneOptions = { kubectl: k, kubeconfig: options.kubeconfig, dir: join(dir, 'data-plane') };
     const ai = options.aiGateway === undefined ? undefined : await startAiGatewayDataPlane(dataPlaneOptions);
     const dataPlane = ai ?? (await startDataPlane(dataPlaneOptions));
     stops.push(() => dataPlane.stop());
-    const reconciler = startProcess(process.execPath, [CLI, 'reconcile', '--ext-proc-image', IMAGE, '--leader-election-namespace', ns], join(options.dir, 'reconciler.log'), {
+    const reconciler = startProcess(process.execPath, [CLI, 'reconcile', '--ext-proc-image', IMAGE, '--leader-election-namespace', ns], join(dir, 'reconciler.log'), {
       ...process.env,
       KUBECONFIG: options.kubeconfig,
       HOSTNAME: 'data-plane-reconciler',
     });
     stops.push(() => reconciler.stop());
-    const hashers = startHasherPods({ kubectl: k, namespace: ns, dir: options.dir });
+    const hashers = startHasherPods({ kubectl: k, namespace: ns, dir });
     stops.push(() => hashers.stop());
     await k.kubectlOk(['apply', '-f', '-'], {
       input: yamlDocuments([
