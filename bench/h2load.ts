@@ -9,7 +9,10 @@
 // the HTTP status only; the gRPC status is in trailers, so callers verify
 // answers another way.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { bodyMessage, headersMessage, type HeaderList } from '../ext-proc/envoy-harness.ts';
+import { frameMessage } from '../ext-proc/grpc-wire.ts';
+import { processMethod } from '../ext-proc/protocol.ts';
 import { percentile } from './stats.ts';
 
 export interface H2loadRun {
@@ -25,6 +28,16 @@ export interface H2loadRun {
 export function requireH2load(): void {
   const probe = spawnSync('h2load', ['--version'], { encoding: 'utf8' });
   if (probe.status !== 0) throw new Error('h2load not found: install it with `apt-get install nghttp2-client` (Debian/Ubuntu)');
+}
+
+/**
+ * Writes one ext_proc stream as h2load's request body (`-d`): the framed
+ * request-headers message, then the framed request-body message.
+ */
+export function writeExtProcRequest(file: string, headers: HeaderList, body: Uint8Array, endOfStream: boolean): string {
+  const { requestSerialize } = processMethod();
+  writeFileSync(file, Buffer.concat([frameMessage(requestSerialize(headersMessage(headers, false))), frameMessage(requestSerialize(bodyMessage(body, endOfStream)))]));
+  return file;
 }
 
 export interface H2loadOptions {

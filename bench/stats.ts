@@ -42,6 +42,19 @@ export function alternatingRuns<T, R>(index: number, targets: readonly T[], run:
   return results;
 }
 
+/**
+ * alternatingRuns for runs that take time: each run is awaited before the
+ * next starts, in the same order, so no two overlap. Results come back in
+ * `targets` order.
+ */
+export async function alternatingRunsAsync<T, R>(index: number, targets: readonly T[], run: (target: T, position: number) => Promise<R>): Promise<R[]> {
+  const order: number[] = [];
+  alternatingRuns(index, targets, (_, i) => order.push(i));
+  const results = new Array<R>(targets.length);
+  for (const i of order) results[i] = await run(targets[i] as T, i);
+  return results;
+}
+
 export function formatRow(cells: (string | number)[]): string {
   return `| ${cells.map((c) => (typeof c === 'number' ? (Number.isInteger(c) ? String(c) : c.toFixed(2)) : c)).join(' | ')} |`;
 }
