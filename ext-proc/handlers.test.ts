@@ -222,7 +222,7 @@ describe('the ext-proc command', () => {
     else expect(() => parse(raw)).toThrow(expected);
   });
 
-  it('requires --prefix-bytes and defaults the ports', () => {
+  it('requires --prefix-bytes (or --model) and defaults the ports', () => {
     const program = new Command().exitOverride().configureOutput({ writeErr: () => {} });
     const command = registerExtProcCommand(program).exitOverride().configureOutput({ writeErr: () => {} });
     expect(() => program.parse(['ext-proc'], { from: 'user' })).toThrow(/--prefix-bytes/);
@@ -267,5 +267,99 @@ describe('the hashed-body answer, encoded once with the hash written in (server.
   it('refuses an answer whose value is not one run of bytes (so no wrong frame is ever built)', () => {
     // The value appears twice in this encoding.
     expect(() => fixedLengthValueFrames((v) => Buffer.from(v + v), 4)).toThrow(/not one contiguous run/);
+  });
+});
+
+describe('the Gateway-level hasher: key settings per x-ai-eg-model (src/gateway-hasher.ts)', () => {
+  const models = new Map([
+    ['team-a/llama', { prefixKey: 'Conversation' as const, prefixBytes: 256 }],
+    ['team-b/qwen', { prefixKey: 'Body' as const, prefixBytes: 64 }],
+  ]);
+  const table: HandlerConfig = { prefixBytes: N, hash64, models };
+  const body = Buffer.from(JSON.stringify({ model: 'x', messages: [{ role: 'user', content: 'hello '.repeat(100) }] }));
+  const headers = (model?: string, raw = true): ProcessingRequest => ({
+    request: 'request_headers',
+    request_headers: {
+      headers: { headers: model === undefined ? [{ key: ':path', raw_value: Buffer.from('/v1/chat/completions') }] : [raw ? { key: 'X-AI-EG-Model', raw_value: Buffer.from(model) } : { key: 'x-ai-eg-model', value: model }] },
+    },
+  });
+  const bodyMessage: ProcessingRequest = { request: 'request_body', request_body: { body, end_of_stream: true } };
+
+  function run(request: ProcessingRequest): { hash?: string; outcome: string } {
+    const first = handleMessage('awaiting-headers', request, table);
+    if (!first.ok) throw new Error(first.message);
+    const second = handleMessage(first.phase, bodyMessage, table, first.settings);
+    if (!second.ok) throw new Error(second.message);
+    return { outcome: second.outcome, ...(second.promptHash === undefined ? {} : { hash: second.promptHash }) };
+  }
+
+  it.each([
+    { model: 'team-a/llama', raw: true, expected: promptHash(body, 256, hash64, 'Conversation') },
+    { model: 'team-a/llama', raw: false, expected: promptHash(body, 256, hash64, 'Conversation') },
+    { model: 'team-b/qwen', raw: true, expected: promptHash(body, 64, hash64, 'Body') },
+  ])('hashes a request of $model (raw_value $raw) with that model\'s settings', ({ model, raw, expected }) => {
+    expect(run(headers(model, raw))).toEqual({ outcome: 'hashed', hash: expected });
+  });
+
+  it('leaves a request of a model not listed, or without the header, unhashed (its BackendTrafficPolicy does not read the header)', () => {
+    expect(run(headers('team-c/other'))).toEqual({ outcome: 'passed-through' });
+    expect(run(headers(undefined))).toEqual({ outcome: 'passed-through' });
+  });
+
+  it('still removes a client-sent x-prompt-hash from every request', () => {
+    const spoofed: ProcessingRequest = { request: 'request_headers', request_headers: { headers: { headers: [{ key: 'X-Prompt-Hash', raw_value: Buffer.from('0123456789abcdef') }] } } };
+    const answer = handleMessage('awaiting-headers', spoofed, table);
+    expect(answer.ok && answer.response.request_headers?.response?.header_mutation?.remove_headers).toEqual([PROMPT_HASH_HEADER]);
+    expect(answer.ok && answer.settings).toBeNull();
+  });
+
+  it('without a table, gives no per-stream settings (every request hashed with the flags)', () => {
+    const answer = handleMessage('awaiting-headers', headers('team-a/llama'), config);
+    expect(answer.ok && 'settings' in answer).toBe(false);
+  });
+});
+
+describe('the ext-proc command: --model', () => {
+  function parse(args: string[]): { opts: Record<string, unknown>; err: string; thrown: boolean } {
+    let err = '';
+    const program = new Command().exitOverride().configureOutput({ writeErr: (text) => void (err += text) });
+    const command = registerExtProcCommand(program).exitOverride().configureOutput({ writeErr: (text) => void (err += text) }).action(() => {});
+    let thrown = false;
+    try {
+      program.parse(['ext-proc', ...args], { from: 'user' });
+    } catch {
+      thrown = true;
+    }
+    return { opts: command.opts(), err, thrown };
+  }
+
+  it('collects one entry per --model, without --prefix-bytes', () => {
+    const { opts, thrown } = parse(['--model', 'team-a/llama=Conversation:256', '--model', 'x=y=Body:64']);
+    expect(thrown).toBe(false);
+    expect([...(opts.model as Map<string, unknown>)]).toEqual([
+      ['team-a/llama', { prefixKey: 'Conversation', prefixBytes: 256 }],
+      ['x=y', { prefixKey: 'Body', prefixBytes: 64 }],
+    ]);
+  });
+
+  it.each([
+    { value: 'team-a/llama', message: /expected <model>=<Conversation\|Body>:<prefixBytes>/ },
+    { value: 'team-a/llama=Tokens:256', message: /prefix key "Tokens" is not one of Conversation, Body/ },
+    { value: 'team-a/llama=Body:63', message: /prefixBytes 63 of model team-a\/llama is outside 64\.\.32768/ },
+    { value: '=Body:64', message: /expected <model>=/ },
+  ])('refuses --model $value, saying what is wrong', ({ value, message }) => {
+    const { err, thrown } = parse(['--model', value]);
+    expect(thrown).toBe(true);
+    expect(err).toMatch(message);
+  });
+
+  it('refuses the same model twice', () => {
+    expect(parse(['--model', 'a=Body:64', '--model', 'a=Body:128']).err).toMatch(/model a is given twice/);
+  });
+
+  it('asks for --prefix-bytes or --model when neither is given', () => {
+    const { err, thrown } = parse([]);
+    expect(thrown).toBe(true);
+    expect(err).toMatch(/give --prefix-bytes <n>, or one --model/);
   });
 });

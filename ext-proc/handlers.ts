@@ -3,6 +3,7 @@
 // with a gRPC error) out. The stream loop lives in server.ts.
 import xxhash from 'xxhash-wasm';
 import { PROMPT_HASH_HEADER } from '../src/affinity.ts';
+import { MODEL_HEADER } from '../src/ai-gateway.ts';
 import type { PrefixKey } from '../src/model-service.ts';
 import { conversationKey } from './conversation-key.ts';
 import { GrpcStatus } from './grpc-wire.ts';
@@ -67,6 +68,8 @@ export interface Answer {
   outcome: Outcome;
   /** The x-prompt-hash value when outcome is 'hashed': response is then hashedBodyAnswer(promptHash). */
   promptHash?: string;
+  /** On the answer to request_headers with a models table: the stream's key settings (null: not hashed). */
+  settings?: KeySettings | null;
 }
 
 export interface Rejection {
@@ -77,11 +80,21 @@ export interface Rejection {
   message: string;
 }
 
-export interface HandlerConfig {
+/** How a request's key is taken (SPEC §4). */
+export interface KeySettings {
   prefixBytes: number;
   /** What the first prefixBytes bytes are taken from; Body when absent. */
   prefixKey?: PrefixKey;
+}
+
+export interface HandlerConfig extends KeySettings {
   hash64: Hash64;
+  /**
+   * The Gateway-level hasher's settings per model (src/gateway-hasher.ts),
+   * chosen by the x-ai-eg-model header: a request of a model not listed is
+   * not hashed. Absent: every request is hashed with prefixBytes/prefixKey.
+   */
+  models?: ReadonlyMap<string, KeySettings>;
 }
 
 /**
@@ -109,6 +122,22 @@ export const HEADERS_ANSWER_CLEARING_ROUTE: ProcessingResponse = Object.freeze({
   }),
 });
 
+/** The key settings for a request with these headers: null when it is not to be hashed (a model the Gateway-level table does not list). */
+export function keySettingsFor(headers: ProcessingRequest['request_headers'], config: HandlerConfig): KeySettings | null {
+  if (config.models === undefined) return config;
+  const model = headerValue(headers, MODEL_HEADER);
+  return (model === undefined ? undefined : config.models.get(model)) ?? null;
+}
+
+/** The first value of a header (name in lower case); Envoy sends raw_value, older Envoys value. */
+function headerValue(headers: ProcessingRequest['request_headers'], name: string): string | undefined {
+  for (const header of headers?.headers?.headers ?? []) {
+    if (header.key?.toLowerCase() !== name) continue;
+    return header.raw_value !== undefined && header.raw_value.length > 0 ? Buffer.from(header.raw_value).toString('latin1') : header.value;
+  }
+  return undefined;
+}
+
 /** The client sent x-prompt-hash (any letter case, any count). */
 function sentPromptHash(headers: ProcessingRequest['request_headers']): boolean {
   for (const header of headers?.headers?.headers ?? []) {
@@ -118,7 +147,12 @@ function sentPromptHash(headers: ProcessingRequest['request_headers']): boolean 
   return false;
 }
 
-export function handleMessage(phase: Phase, request: ProcessingRequest, config: HandlerConfig): Answer | Rejection {
+/**
+ * One message of a stream. `settings`: what the stream's request_headers
+ * chose (keySettingsFor; the answer to them carries it in `settings`), null
+ * for a request that is not hashed; before the headers, the config's.
+ */
+export function handleMessage(phase: Phase, request: ProcessingRequest, config: HandlerConfig, settings: KeySettings | null = config): Answer | Rejection {
   const kind = request.request;
   switch (kind) {
     case 'request_headers': {
@@ -129,6 +163,7 @@ export function handleMessage(phase: Phase, request: ProcessingRequest, config: 
         response: sentPromptHash(request.request_headers) ? HEADERS_ANSWER_CLEARING_ROUTE : HEADERS_ANSWER,
         phase: endOfStream ? 'request-done' : 'awaiting-body',
         outcome: endOfStream ? 'no-body' : 'headers-answered',
+        ...(config.models === undefined ? {} : { settings: keySettingsFor(request.request_headers, config) }),
       };
     }
     case 'request_body': {
@@ -143,9 +178,10 @@ export function handleMessage(phase: Phase, request: ProcessingRequest, config: 
       if (body === undefined || body.length === 0) {
         return { ok: true, response: continueBody(), phase: next, outcome: 'no-body' };
       }
+      if (settings === null) return { ok: true, response: continueBody(), phase: next, outcome: 'passed-through' };
       // Only this message: in BufferedPartial mode a longer body is cut here
       // (end_of_stream false), and the key must come from the cut alone.
-      const hash = promptHash(body, config.prefixBytes, config.hash64, config.prefixKey);
+      const hash = promptHash(body, settings.prefixBytes, config.hash64, settings.prefixKey);
       return { ok: true, response: hashedBodyAnswer(hash), phase: next, outcome: 'hashed', promptHash: hash };
     }
     case 'request_trailers':

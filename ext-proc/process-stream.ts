@@ -7,7 +7,7 @@ import type http2 from 'node:http2';
 import type { Logger } from 'pino';
 import { Call } from './grpc-call.ts';
 import { GrpcStatus, MessageReader, fixedLengthValueFrames, frameMessage, statusName } from './grpc-wire.ts';
-import { HEADERS_ANSWER, HEADERS_ANSWER_CLEARING_ROUTE, PROMPT_HASH_LENGTH, decodeRequest, handleMessage, hashedBodyAnswer, type Answer, type ErrorReason, type HandlerConfig, type Phase } from './handlers.ts';
+import { HEADERS_ANSWER, HEADERS_ANSWER_CLEARING_ROUTE, PROMPT_HASH_LENGTH, decodeRequest, handleMessage, hashedBodyAnswer, type Answer, type ErrorReason, type HandlerConfig, type KeySettings, type Phase } from './handlers.ts';
 import type { ExtProcMetrics } from './metrics.ts';
 import { processMethod } from './protocol.ts';
 
@@ -20,6 +20,8 @@ export interface LiveStream {
 class ProcessStream implements LiveStream {
   readonly call: Call;
   phase: Phase = 'awaiting-headers';
+  /** The request's key settings once its headers chose them (Gateway-level hasher); undefined: the config's. */
+  settings: KeySettings | null | undefined = undefined;
   readonly reader: MessageReader;
   prev: ProcessStream | undefined = undefined;
   next: ProcessStream | undefined = undefined;
@@ -130,12 +132,13 @@ export function createProcessLoop(options: ProcessLoopOptions): (stream: http2.S
     for (const bytes of messages) {
       const started = performance.now();
       const decoded = decodeRequest(bytes, method.requestDeserialize);
-      const result = decoded.ok ? handleMessage(entry.phase, decoded.request, config) : decoded;
+      const result = decoded.ok ? handleMessage(entry.phase, decoded.request, config, entry.settings) : decoded;
       if (!result.ok) {
         fail(entry, result.reason, result.code, result.message);
         return;
       }
       entry.phase = result.phase;
+      if (result.settings !== undefined) entry.settings = result.settings;
       call.sendFramed(answerFrame(result));
       metrics.answered(result.outcome, decoded.ok ? (decoded.request.request ?? 'none') : 'none', (performance.now() - started) / 1000);
       if (options.isDraining() && isIdle(entry.phase)) call.end();

@@ -11,7 +11,7 @@ import { pino, type Logger } from 'pino';
 import type { PrefixKey } from '../src/model-service.ts';
 import { refuse } from './grpc-call.ts';
 import { GRPC_CONTENT_TYPE, GrpcStatus } from './grpc-wire.ts';
-import { DEFAULT_MAX_MESSAGE_BYTES, loadXxh64, type HandlerConfig } from './handlers.ts';
+import { DEFAULT_MAX_MESSAGE_BYTES, loadXxh64, type HandlerConfig, type KeySettings } from './handlers.ts';
 import { createHealthService } from './health.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
 import { LiveStreams, createProcessLoop, isIdle } from './process-stream.ts';
@@ -19,9 +19,12 @@ import { HEALTH_SERVICE, PROCESS_METHOD_PATH } from './protocol.ts';
 
 export interface ExtProcOptions {
   port: number;
-  prefixBytes: number;
+  /** Required unless `models` is given. */
+  prefixBytes?: number | undefined;
   /** What the key is taken from (SPEC §4). Body when absent; the ext-proc command defaults to Conversation. */
   prefixKey?: PrefixKey | undefined;
+  /** The Gateway-level hasher's settings per x-ai-eg-model value (HandlerConfig.models); prefixBytes/prefixKey are then unused. */
+  models?: ReadonlyMap<string, KeySettings> | undefined;
   /** Address to listen on; default 0.0.0.0. */
   host?: string | undefined;
   /** Port of the Prometheus /metrics endpoint; none is served when absent. */
@@ -50,7 +53,13 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
   const log = options.logger ?? pino({ name: 'modelplane-affinity', base: { component: 'ext-proc' } });
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
-  const config: HandlerConfig = { prefixBytes: options.prefixBytes, prefixKey: options.prefixKey ?? 'Body', hash64: await loadXxh64() };
+  if (options.prefixBytes === undefined && options.models === undefined) throw new Error('startExtProc: give prefixBytes, or models for a Gateway-level hasher');
+  const config: HandlerConfig = {
+    prefixBytes: options.prefixBytes ?? 0,
+    prefixKey: options.prefixKey ?? 'Body',
+    hash64: await loadXxh64(),
+    ...(options.models === undefined ? {} : { models: options.models }),
+  };
   const live = new LiveStreams();
   const metrics = createMetrics(() => live.size);
   const sessions = new Set<http2.ServerHttp2Session>();
@@ -109,7 +118,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
       throw error;
     }
   }
-  log.info({ port, metricsPort: metricsServer?.port, prefixBytes: options.prefixBytes, prefixKey: config.prefixKey, maxMessageBytes }, 'ext_proc prefix hasher serving');
+  log.info({ port, metricsPort: metricsServer?.port, ...(config.models === undefined ? { prefixBytes: config.prefixBytes, prefixKey: config.prefixKey } : { models: Object.fromEntries(config.models) }), maxMessageBytes }, 'ext_proc prefix hasher serving');
 
   let drained: Promise<void> | undefined;
   function drain(): Promise<void> {

@@ -7,13 +7,14 @@ import { type KubeObject, MODEL_SERVICE_API_VERSION, MODEL_SERVICE_KIND, MODEL_S
 import { CROSSPLANE_COMPOSITE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_SERVICE_LABEL, labelValue } from '../src/naming.ts';
 import { AI_GATEWAY_API_VERSION, AI_GATEWAY_ROUTE_KIND, AI_GATEWAY_ROUTE_PLURAL, modelsNamed } from '../src/ai-gateway.ts';
 import { AFFINITY_READY } from '../src/conditions.ts';
-import { crossNamespaceOwnerKey, objectKey } from '../src/ownership.ts';
+import { crossNamespaceOwnerKey, isGatewayHasherObject, objectKey, ownerIndexKey } from '../src/ownership.ts';
 import type { RouteView } from '../src/route-shape.ts';
 import { DEFAULT_WATCH_FAILURE_BOUND_MS, type InformerHealth, type Readiness, STARTING, informerReadiness } from '../src/readiness.ts';
 import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions } from '../src/render.ts';
 import { KubeApiError, type KubeClient } from './kube.ts';
 import { Informer, type InformerOptions, type Watched } from './informer.ts';
 import { type Plan, type PlanCache, mustRecreate, orphans, plan, writeFailed } from './plan.ts';
+import { planGatewayHashers } from './gateway-plan.ts';
 import { DEFAULT_WORKERS, WorkQueue } from './queue.ts';
 import { type Writer, refFor } from './writer.ts';
 
@@ -49,6 +50,13 @@ function withoutManagedFieldsOrStatus<T extends Watched>(object: T): T {
 function keyOf(namespace: string | undefined, name: string | undefined): string {
   return `${namespace ?? ''}/${name ?? ''}`;
 }
+
+/**
+ * The queue key of the one pass over every Gateway hasher (gateway-plan.ts):
+ * no slash, so never a ModelService's `<namespace>/<name>`. Anything that can
+ * change what a hasher keys enqueues it; the queue folds a burst into one pass.
+ */
+const GATEWAY_HASHERS_KEY = 'gateway-hashers';
 
 export class Reconciler {
   private readonly client: KubeClient;
@@ -138,8 +146,10 @@ export class Reconciler {
   async start(): Promise<void> {
     this.modelServices = this.informer<ModelService>(MODEL_SERVICE_API_VERSION, MODEL_SERVICE_KIND, MODEL_SERVICE_PLURAL);
     const enqueueModelService = (ms: Watched) => this.queue.add(keyOf(ms.metadata?.namespace, ms.metadata?.name));
+    const enqueueGatewayHashers = () => this.queue.add(GATEWAY_HASHERS_KEY);
     this.modelServices.on('add', enqueueModelService);
     this.modelServices.on('update', enqueueModelService);
+    for (const verb of ['add', 'update', 'delete'] as const) this.modelServices.on(verb, enqueueGatewayHashers);
 
     for (const kind of GENERATED_KINDS) {
       const informer = this.informer<KubeObject>(kind.apiVersion, kind.kind, kind.plural, {
@@ -147,19 +157,23 @@ export class Reconciler {
         transform: withoutManagedFieldsOrStatus,
         // Pruning asks for what one ModelService controls; scanning the whole cache for it made a storm quadratic.
         // Objects in other namespaces have no owner uid: their labels' `<namespace>/<name>` (no uid has a slash).
-        indexBy: (o) => o.metadata.ownerReferences?.find((r) => r.controller)?.uid ?? crossNamespaceOwnerKey(o),
+        // The Gateway hashers' objects: all under one key (ownerIndexKey).
+        indexBy: ownerIndexKey,
       });
       // A generated object changed or vanished: reconcile its owner (drift repair).
       const enqueueOwner = (o: KubeObject) => {
         const owner = o.metadata?.ownerReferences?.find((r) => r.controller && r.kind === MODEL_SERVICE_KIND);
         if (owner) this.queue.add(keyOf(o.metadata?.namespace, owner.name));
+        else if (isGatewayHasherObject(o)) enqueueGatewayHashers();
         else this.enqueueLabelledOwner(o);
       };
       informer.on('update', enqueueOwner);
       informer.on('delete', enqueueOwner);
-      // An object in another namespace whose ModelService is gone (an orphan) shows up as an add, at start too.
+      // An object in another namespace whose ModelService is gone (an orphan), or a Gateway hasher no longer needed, shows up as an add, at start too.
       informer.on('add', (o) => {
-        if (!o.metadata.ownerReferences?.length) this.enqueueLabelledOwner(o);
+        if (o.metadata.ownerReferences?.length) return;
+        if (isGatewayHasherObject(o)) enqueueGatewayHashers();
+        else this.enqueueLabelledOwner(o);
       });
       this.owned.set(kind.kind, informer);
     }
@@ -171,7 +185,10 @@ export class Reconciler {
         if (values.has(labelValue(ms.metadata?.name ?? ''))) enqueueModelService(ms);
       }
     };
-    for (const verb of ['add', 'update', 'delete'] as const) this.routes.on(verb, enqueueRouteOwners);
+    for (const verb of ['add', 'update', 'delete'] as const) {
+      this.routes.on(verb, enqueueRouteOwners);
+      this.routes.on(verb, enqueueGatewayHashers);
+    }
 
     this.aiGatewayRoutes = this.informer<KubeObject>(AI_GATEWAY_API_VERSION, AI_GATEWAY_ROUTE_KIND, AI_GATEWAY_ROUTE_PLURAL, { optional: true });
     const enqueueModels = (route: KubeObject, gone = false) => {
@@ -181,6 +198,7 @@ export class Reconciler {
       if (gone) this.aiGatewayRouteModels.delete(key);
       else this.aiGatewayRouteModels.set(key, named);
       enqueueRouteOwners(route);
+      enqueueGatewayHashers();
     };
     this.aiGatewayRoutes.on('add', (r) => enqueueModels(r));
     this.aiGatewayRoutes.on('update', (r) => enqueueModels(r));
@@ -188,6 +206,7 @@ export class Reconciler {
     // Reconciled while AIGatewayRoutes were unknown or not served, a ModelService may keep objects it no longer needs.
     this.aiGatewayRoutes.on('listed', () => {
       if (this.started) for (const ms of this.modelServices?.list() ?? []) enqueueModelService(ms);
+      enqueueGatewayHashers();
     });
 
     const starts = [this.modelServices, ...this.owned.values(), this.routes, this.aiGatewayRoutes].map((informer, i) =>
@@ -270,6 +289,7 @@ export class Reconciler {
 
   /** One pass for one ModelService: plan, look up what the plan asks for, plan again, write. Throws to be retried with backoff. */
   async reconcile(key: string): Promise<void> {
+    if (key === GATEWAY_HASHERS_KEY) return this.reconcileGatewayHashers();
     const [namespace, name] = key.split('/') as [string, string];
     const ms = this.modelServices?.get(name, namespace);
     if (!ms) return this.pruneOrphans(namespace, name);
@@ -308,6 +328,38 @@ export class Reconciler {
       throw error;
     }
     await this.report(ms, next);
+  }
+
+  /** One pass over every Gateway hasher: plan, look up, plan again, write. Throws to be retried with backoff. */
+  private async reconcileGatewayHashers(): Promise<void> {
+    const routes = this.routeView();
+    const modelServices = this.modelServices?.list() ?? [];
+    const namesakes = new Map<string, KubeObject | null>();
+    let next = planGatewayHashers(modelServices, this.planCache(namesakes), routes, this.options);
+    for (const object of next.lookups) namesakes.set(objectKey(object), await this.lookUp(object));
+    if (next.lookups.length > 0) next = planGatewayHashers(modelServices, this.planCache(namesakes), routes, this.options);
+    if (next.conflicts.length > 0) {
+      this.logger.warn({ conflicts: next.conflicts }, 'Gateway hasher objects already exist and are not ours (no affinity.modelplane.ai/gateway label); rename or delete them: they are left untouched');
+    }
+    const cache = this.planCache(namesakes);
+    for (const object of next.apply) {
+      await this.writer.apply(GATEWAY_HASHERS_KEY, object).catch(async (error: unknown) => {
+        // As for a ModelService's objects (mustRecreate): a field another manager took can make our apply invalid.
+        const live = cache.get(object.kind, object.metadata.namespace ?? '', object.metadata.name ?? '');
+        if ((error as { status?: number }).status !== 422 || !live || !isGatewayHasherObject(live)) throw error;
+        await this.writer.delete(GATEWAY_HASHERS_KEY, live);
+        await this.writer.apply(GATEWAY_HASHERS_KEY, object);
+        this.logger.warn({ object: objectKey(object), error: (error as Error).message }, 'recreated: the API server refused to repair it in place');
+      });
+    }
+    for (const object of next.prune) {
+      await this.writer.delete(GATEWAY_HASHERS_KEY, object);
+      this.logger.info({ object: objectKey(object) }, 'pruned a Gateway hasher object no longer needed');
+    }
+    if (next.apply.length > 0 || next.prune.length > 0) {
+      const hashers = next.hashers.map((h) => ({ gateway: `${h.gateway.namespace}/${h.gateway.name}`, models: h.models.map((m) => `${m.model} (${m.modelService})`) }));
+      this.logger.info({ hashers, applied: next.apply.map(objectKey), pruned: next.prune.map(objectKey) }, 'Gateway hashers written');
+    }
   }
 
   /**

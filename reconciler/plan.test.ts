@@ -238,20 +238,11 @@ describe('plan with AIGatewayRoutes', () => {
     },
     {
       ...FINAL,
-      name: 'PrefixHash: both policies in the route namespace and a ReferenceGrant beside the hasher, Service and grant before the policies',
+      name: 'PrefixHash: only the BackendTrafficPolicy in the route namespace (the Gateway hasher keys the requests: gateway-plan.ts); the hasher of its own stays for routes of its namespace',
       ms: owned(PREFIX),
-      cache: cacheOf([], Object.fromEntries([...names(rendered(PREFIX)), 'ReferenceGrant/kimi-prefix-hash', `EnvoyExtensionPolicy/${ROUTES_NS}/${away.prefixHash}`, sessionAway].map((n) => [n, null]))),
+      cache: cacheOf([], Object.fromEntries([...names(rendered(PREFIX)), sessionAway].map((n) => [n, null]))),
       routes: ai(route),
-      apply: [
-        'Service/kimi-prefix-hash',
-        'Deployment/kimi-prefix-hash',
-        'PodDisruptionBudget/kimi-prefix-hash',
-        'ReferenceGrant/kimi-prefix-hash',
-        'EnvoyExtensionPolicy/kimi-prefix-hash',
-        `EnvoyExtensionPolicy/${ROUTES_NS}/${away.prefixHash}`,
-        'BackendTrafficPolicy/kimi-affinity',
-        sessionAway,
-      ],
+      apply: ['Service/kimi-prefix-hash', 'Deployment/kimi-prefix-hash', 'PodDisruptionBudget/kimi-prefix-hash', 'EnvoyExtensionPolicy/kimi-prefix-hash', 'BackendTrafficPolicy/kimi-affinity', sessionAway],
       finalizer: 'add',
       reason: 'Applied',
       events: ['Normal RouteAttached', 'Normal Applied'],
@@ -269,16 +260,7 @@ describe('plan with AIGatewayRoutes', () => {
       ms: withFinalizer(owned({ type: 'None' })),
       cache: cacheOf(convergedWith(PREFIX, ai(route))),
       routes: ai(route),
-      prune: [
-        'Service/kimi-prefix-hash',
-        'Deployment/kimi-prefix-hash',
-        'PodDisruptionBudget/kimi-prefix-hash',
-        'ReferenceGrant/kimi-prefix-hash',
-        'EnvoyExtensionPolicy/kimi-prefix-hash',
-        'BackendTrafficPolicy/kimi-affinity',
-        `EnvoyExtensionPolicy/${ROUTES_NS}/${away.prefixHash}`,
-        sessionAway,
-      ],
+      prune: ['Service/kimi-prefix-hash', 'Deployment/kimi-prefix-hash', 'PodDisruptionBudget/kimi-prefix-hash', 'EnvoyExtensionPolicy/kimi-prefix-hash', 'BackendTrafficPolicy/kimi-affinity', sessionAway],
       finalizer: 'remove',
       reason: 'AffinityDisabled',
       events: ['Normal Pruned', 'Normal AffinityDisabled'],
@@ -380,14 +362,14 @@ describe('plan with AIGatewayRoutes', () => {
     const p = plan(owned(SESSION), cacheOf([], { 'BackendTrafficPolicy/kimi-affinity': null, [sessionAway]: null }), ai(route), OPTIONS, NOW);
     expect(p.condition?.message).toBe(`applied BackendTrafficPolicy kimi-affinity, BackendTrafficPolicy ${ROUTES_NS}/${away.backendTrafficPolicy}; routes: AIGatewayRoute ${ROUTES_NS}/ml-kimi`);
     expect(p.events[0]?.message).toBe(
-      `AIGatewayRoute ${ROUTES_NS}/ml-kimi routes x-ai-eg-model ml/kimi: the policies in namespace ${ROUTES_NS} target its HTTPRoute ${ROUTES_NS}/ml-kimi by name; ` +
+      `AIGatewayRoute ${ROUTES_NS}/ml-kimi routes x-ai-eg-model ml/kimi: the BackendTrafficPolicy in namespace ${ROUTES_NS} targets its HTTPRoute ${ROUTES_NS}/ml-kimi by name; ` +
         "each rule's backends are one Envoy cluster (Maglev; backend priorities keep priority failover)",
     );
   });
 
   it('a deleted ModelService leaves orphans only in other namespaces, found by its labels', () => {
     const live = convergedWith(PREFIX, ai(route));
-    expect(names(orphans(cacheOf(live), 'ml', 'kimi'))).toEqual([`EnvoyExtensionPolicy/${ROUTES_NS}/${away.prefixHash}`, sessionAway]);
+    expect(names(orphans(cacheOf(live), 'ml', 'kimi'))).toEqual([sessionAway]);
     expect(orphans(cacheOf(live), 'ml', 'qwen')).toEqual([]);
   });
 });

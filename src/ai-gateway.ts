@@ -10,6 +10,7 @@
 // - a rule whose backendRef is an InferencePool gets an ORIGINAL_DST cluster
 //   whose load-balancing policy AI Gateway removes: the pool's endpoint
 //   picker chooses the endpoint, and no consistent hash applies there.
+import type { GatewayRef } from './gateway-hasher.ts';
 import type { KubeObject, ModelService } from './model-service.ts';
 
 export const AI_GATEWAY_GROUP = 'aigateway.envoyproxy.io';
@@ -98,4 +99,28 @@ export function inferencePoolMessage(aiGatewayRoute: string, { rule, pool }: Inf
     'and routes to the endpoint its endpoint picker names, replacing the load-balancing policy, so cluster affinity cannot apply ' +
     'there; the endpoint picker chooses the replica'
   );
+}
+
+/** The Gateways a route attaches to (its parentRefs of kind Gateway; the namespace defaults to the route's), sorted. */
+export function parentGateways(route: KubeObject): GatewayRef[] {
+  const refs = (route.spec as { parentRefs?: unknown } | undefined)?.parentRefs;
+  if (!Array.isArray(refs)) return [];
+  const gateways = new Map<string, GatewayRef>();
+  for (const ref of refs as { group?: string; kind?: string; name?: string; namespace?: string }[]) {
+    if ((ref.kind ?? 'Gateway') !== 'Gateway' || (ref.group ?? 'gateway.networking.k8s.io') !== 'gateway.networking.k8s.io' || !ref.name) continue;
+    const gateway = { namespace: ref.namespace ?? route.metadata.namespace ?? 'default', name: ref.name };
+    gateways.set(`${gateway.namespace}/${gateway.name}`, gateway);
+  }
+  return [...gateways].sort(([a], [b]) => a.localeCompare(b)).map(([, g]) => g);
+}
+
+/** The models of a route's rules that affinity steers: each rule's exact x-ai-eg-model, InferencePool rules left out. */
+export function steeredModels(route: KubeObject): string[] {
+  const rules = rulesOf(route);
+  const pools = new Set(inferencePoolRules(rules).map((p) => p.rule));
+  const models = rules.flatMap((rule, i) => {
+    const model = ruleModel(rule);
+    return pools.has(i) || model === undefined ? [] : [model];
+  });
+  return [...new Set(models)].sort();
 }

@@ -4,6 +4,7 @@
 // model-service and model-service-namespace). Names and annotations are never
 // trusted for that.
 import type { KubeObject, ModelService } from './model-service.ts';
+import { GATEWAY_LABEL } from './gateway-hasher.ts';
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_SERVICE_LABEL, MODEL_SERVICE_NAMESPACE_LABEL, labelValue } from './naming.ts';
 
 export function isControlledBy(object: KubeObject, ownerUid: string): boolean {
@@ -62,4 +63,18 @@ export function isUpToDate(desired: KubeObject, live: KubeObject | undefined): b
   const { apiVersion: _a, kind: _k, metadata: _m, ...desiredBody } = desired;
   const { apiVersion: _la, kind: _lk, metadata: _lm, ...liveBody } = live;
   return isSubset(desiredMeta, live.metadata) && isSubset(desiredBody, liveBody);
+}
+
+/** The index key under which the caches file every Gateway hasher's objects (no slash: never a ModelService's `<namespace>/<name>`, never a uid). */
+export const GATEWAY_HASHER_INDEX = 'gateway-hasher';
+
+/** A Gateway hasher's object (src/gateway-hasher.ts): ours, labelled for a Gateway, owned by no ModelService. */
+export function isGatewayHasherObject(object: Pick<KubeObject, 'metadata'>): boolean {
+  const labels = object.metadata.labels ?? {};
+  return labels[MANAGED_BY_LABEL] === MANAGED_BY_VALUE && labels[GATEWAY_LABEL] !== undefined && labels[MODEL_SERVICE_LABEL] === undefined;
+}
+
+/** Whose a generated object is, as the caches index it: its controller's uid, a ModelService's `<namespace>/<name>` label key, or GATEWAY_HASHER_INDEX. */
+export function ownerIndexKey(object: KubeObject): string | undefined {
+  return object.metadata.ownerReferences?.find((r) => r.controller)?.uid ?? crossNamespaceOwnerKey(object) ?? (isGatewayHasherObject(object) ? GATEWAY_HASHER_INDEX : undefined);
 }

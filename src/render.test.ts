@@ -10,7 +10,8 @@ import { modelService } from '../test/fixtures/model-service.ts';
 import { formatFieldError } from './field-errors.ts';
 import type { KubeObject, ModelService } from './model-service.ts';
 import { crossNamespaceNames } from './naming.ts';
-import { GENERATED_RESOURCES, MANIFEST_YAML_OPTIONS, crossNamespaceObjects, desiredObjects, render, routeSelectors } from './render.ts';
+import { GENERATED_RESOURCES, MANIFEST_YAML_OPTIONS, crossNamespaceObjects, desiredObjects, gatewayHasherObjects, render, routeSelectors } from './render.ts';
+import { formatModelFlag, parseModelFlag } from './gateway-hasher.ts';
 
 const DIR = join(import.meta.dirname, 'testdata', 'render');
 const IMAGE = 'ghcr.io/modelplane/modelplane-affinity:golden';
@@ -57,7 +58,6 @@ describe('render', () => {
       'services',
       'deployments.apps',
       'poddisruptionbudgets.policy',
-      'referencegrants.gateway.networking.k8s.io',
       'envoyextensionpolicies.gateway.envoyproxy.io',
       'backendtrafficpolicies.gateway.envoyproxy.io',
     ]);
@@ -89,35 +89,21 @@ describe('crossNamespaceObjects (policies beside AIGatewayRoutes of other namesp
     { namespace: 'team-b', httpRoutes: ['kimi'] },
   ];
   const labels = { 'app.kubernetes.io/managed-by': 'modelplane-affinity', 'affinity.modelplane.ai/model-service': 'kimi', 'affinity.modelplane.ai/model-service-namespace': 'ml' };
-  const { backendTrafficPolicy: btp, prefixHash: eep } = crossNamespaceNames('ml', 'kimi');
+  const { backendTrafficPolicy: btp } = crossNamespaceNames('ml', 'kimi');
   const where = (objects: KubeObject[]) => objects.map((o) => `${o.kind} ${o.metadata.namespace}/${o.metadata.name}`);
 
-  it('PrefixHash: both policies per namespace, targeting the HTTPRoutes by name, and one ReferenceGrant beside the hasher', () => {
+  it('PrefixHash: one BackendTrafficPolicy per namespace, targeting the HTTPRoutes by name, labelled for the ModelService; no hasher policy or grant (the Gateway hasher keys its requests)', () => {
     const objects = crossNamespaceObjects(defaulted({ type: 'PrefixHash' }), targets);
-    expect(where(objects)).toEqual([
-      'ReferenceGrant ml/kimi-prefix-hash',
-      `EnvoyExtensionPolicy modelplane-system/${eep}`,
-      `EnvoyExtensionPolicy team-b/${eep}`,
-      `BackendTrafficPolicy modelplane-system/${btp}`,
-      `BackendTrafficPolicy team-b/${btp}`,
-    ]);
-    const [grant, policy] = objects as [KubeObject, KubeObject];
-    expect(grant.metadata.ownerReferences?.[0]).toMatchObject({ kind: 'ModelService', name: 'kimi', uid: 'u-1', controller: true });
-    expect(grant.spec).toEqual({
-      from: [
-        { group: 'gateway.envoyproxy.io', kind: 'EnvoyExtensionPolicy', namespace: 'modelplane-system' },
-        { group: 'gateway.envoyproxy.io', kind: 'EnvoyExtensionPolicy', namespace: 'team-b' },
-      ],
-      to: [{ group: '', kind: 'Service', name: 'kimi-prefix-hash' }],
-    });
+    expect(where(objects)).toEqual([`BackendTrafficPolicy modelplane-system/${btp}`, `BackendTrafficPolicy team-b/${btp}`]);
+    const [policy] = objects as [KubeObject];
     // No ownerReference can cross namespaces: the labels name the ModelService.
-    expect(policy.metadata).toEqual({ name: eep, namespace: 'modelplane-system', labels });
+    expect(policy.metadata).toEqual({ name: btp, namespace: 'modelplane-system', labels });
     expect(policy.spec).toMatchObject({
       targetRefs: [
         { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: 'ml-kimi' },
         { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: 'ml-kimi-canary' },
       ],
-      extProc: [{ backendRefs: [{ group: '', kind: 'Service', name: 'kimi-prefix-hash', namespace: 'ml', port: 9002 }], failOpen: true }],
+      loadBalancer: { type: 'ConsistentHash', consistentHash: { type: 'Headers', headers: [{ name: 'x-prompt-hash' }] } },
     });
     expect(policy.spec).not.toHaveProperty('targetSelectors');
   });
@@ -133,11 +119,60 @@ describe('crossNamespaceObjects (policies beside AIGatewayRoutes of other namesp
   });
 
   it.each([
-    { name: 'Session: only the BackendTrafficPolicy, no grant (nothing crosses namespaces)', affinity: { type: 'Session', sessionHeader: 'x-s' }, targets, kinds: ['BackendTrafficPolicy', 'BackendTrafficPolicy'] },
+    { name: 'Session: the BackendTrafficPolicy per namespace', affinity: { type: 'Session', sessionHeader: 'x-s' }, targets, kinds: ['BackendTrafficPolicy', 'BackendTrafficPolicy'] },
     { name: 'None: nothing', affinity: { type: 'None' }, targets, kinds: [] },
     { name: "a target in the ModelService's own namespace: nothing (the label selectors cover it)", affinity: { type: 'PrefixHash' }, targets: [{ namespace: 'ml', httpRoutes: ['kimi'] }], kinds: [] },
     { name: 'no target: nothing', affinity: { type: 'PrefixHash' }, targets: [], kinds: [] },
   ])('$name', ({ affinity, targets: t, kinds }) => {
     expect(crossNamespaceObjects(defaulted(affinity), t).map((o) => o.kind)).toEqual(kinds);
+  });
+});
+
+describe('gatewayHasherObjects (the Gateway-level hasher, src/gateway-hasher.ts)', () => {
+  const gateway = { namespace: 'modelplane-system', name: 'modelplane' };
+  const models = [
+    { model: 'team-b/qwen', prefixKey: 'Body' as const, prefixBytes: 512, modelService: 'team-b/qwen' },
+    { model: 'ml/kimi', prefixKey: 'Conversation' as const, prefixBytes: 1024, modelService: 'ml/kimi' },
+  ];
+  const objects = gatewayHasherObjects(gateway, models, { extProcImage: IMAGE });
+  const labels = { 'app.kubernetes.io/managed-by': 'modelplane-affinity', 'affinity.modelplane.ai/gateway': 'modelplane' };
+  const byKind = (kind: string) => objects.find((o) => o.kind === kind) as KubeObject;
+
+  it('writes the hasher Service, Deployment, PodDisruptionBudget and a Gateway-targeted EnvoyExtensionPolicy, all in the Gateway namespace, labelled for the Gateway, with no owner', () => {
+    expect(objects.map((o) => `${o.kind} ${o.metadata.namespace}/${o.metadata.name}`)).toEqual([
+      'Service modelplane-system/modelplane-gateway-prefix-hash',
+      'Deployment modelplane-system/modelplane-gateway-prefix-hash',
+      'PodDisruptionBudget modelplane-system/modelplane-gateway-prefix-hash',
+      'EnvoyExtensionPolicy modelplane-system/modelplane-gateway-prefix-hash',
+    ]);
+    for (const o of objects) {
+      expect(o.metadata.labels).toMatchObject(labels);
+      expect(o.metadata).not.toHaveProperty('ownerReferences');
+    }
+    expect(byKind('EnvoyExtensionPolicy').spec).toMatchObject({
+      targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: 'modelplane' }],
+      extProc: [{ backendRefs: [{ group: '', kind: 'Service', name: 'modelplane-gateway-prefix-hash', port: 9002 }], processingMode: { request: { body: 'BufferedPartial' } }, failOpen: true }],
+    });
+  });
+
+  it('gives the hasher one --model per model, sorted, in the format the ext-proc command parses', () => {
+    const container = (byKind('Deployment').spec as { template: { spec: { containers: { args: string[] }[] } } }).template.spec.containers[0];
+    expect(container?.args).toEqual(['ext-proc', '--port', '9002', '--model', 'ml/kimi=Conversation:1024', '--model', 'team-b/qwen=Body:512', '--metrics-port', '9090']);
+    for (const m of models) expect(parseModelFlag(formatModelFlag(m), { min: 64, max: 32768 })).toEqual({ ok: true, settings: { model: m.model, prefixKey: m.prefixKey, prefixBytes: m.prefixBytes } });
+  });
+
+  it('has the same pod spec as a ModelService hasher but for its arguments and labels', () => {
+    const own = desiredObjects(modelService('kimi', { type: 'PrefixHash', prefixBytes: 1024, prefixKey: 'Conversation' }), { extProcImage: IMAGE }).find((o) => o.kind === 'Deployment') as KubeObject;
+    const podSpec = (d: KubeObject) => {
+      const spec = structuredClone((d.spec as { template: { spec: Record<string, unknown> } }).template.spec) as { containers: { args?: string[] }[]; topologySpreadConstraints?: unknown };
+      for (const c of spec.containers) delete c.args;
+      delete spec.topologySpreadConstraints;
+      return spec;
+    };
+    expect(podSpec(byKind('Deployment'))).toEqual(podSpec(own));
+  });
+
+  it('is nothing when no model needs it (so its objects are pruned)', () => {
+    expect(gatewayHasherObjects(gateway, [], { extProcImage: IMAGE })).toEqual([]);
   });
 });

@@ -11,8 +11,11 @@ import {
   type OwnerReference,
 } from './model-service.ts';
 import type { CrossNamespaceTarget } from './route-shape.ts';
+import { GATEWAY_LABEL, type GatewayRef, type ModelKeySettings, formatModelFlag, gatewayHasherName, gatewayLabelValue } from './gateway-hasher.ts';
 import {
   CROSSPLANE_COMPOSITE_LABEL,
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
   MODEL_SERVICE_LABEL,
   crossNamespaceLabels,
   crossNamespaceNames,
@@ -28,16 +31,12 @@ export const DEFAULT_EXT_PROC_IMAGE = 'ghcr.io/modelplane/modelplane-affinity:0.
 export const GATEWAY_API_GROUP = 'gateway.networking.k8s.io';
 export const ENVOY_GATEWAY_GROUP = 'gateway.envoyproxy.io';
 export const ENVOY_GATEWAY_API_VERSION = `${ENVOY_GATEWAY_GROUP}/v1alpha1`;
-/** v1beta1: what Envoy Gateway v1.9.0 reads, served by every Gateway API release that has ReferenceGrant. */
-export const REFERENCE_GRANT_API_VERSION = `${GATEWAY_API_GROUP}/v1beta1`;
 
 /** Kinds the reconciler owns, in apply order (the ext_proc Service exists before the policy that points at it). */
 export const GENERATED_KINDS = [
   { apiVersion: 'v1', kind: 'Service', plural: 'services' },
   { apiVersion: 'apps/v1', kind: 'Deployment', plural: 'deployments' },
   { apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', plural: 'poddisruptionbudgets' },
-  // Lets a policy in an AIGatewayRoute's namespace reach the hasher Service (before that policy, like the Service).
-  { apiVersion: REFERENCE_GRANT_API_VERSION, kind: 'ReferenceGrant', plural: 'referencegrants' },
   { apiVersion: ENVOY_GATEWAY_API_VERSION, kind: 'EnvoyExtensionPolicy', plural: 'envoyextensionpolicies' },
   { apiVersion: ENVOY_GATEWAY_API_VERSION, kind: 'BackendTrafficPolicy', plural: 'backendtrafficpolicies' },
 ] as const;
@@ -146,19 +145,53 @@ function backendTrafficPolicy(ms: ModelService, header: string, meta: KubeObject
 
 const EXT_PROC_APP = 'modelplane-affinity-ext-proc';
 
-/** The hasher's policy, Deployment, Service and PodDisruptionBudget share one name; the last three one pod selector. */
+/**
+ * The hasher's policy, Deployment, Service and PodDisruptionBudget share one
+ * name; the last three one pod selector. A ModelService's hasher (its
+ * prefixBytes and prefixKey) or a Gateway's (one --model per model,
+ * src/gateway-hasher.ts).
+ */
 interface Hasher {
   name: string;
   selector: Record<string, string>;
+  /** The metadata of each of its objects (namespace, labels, owners) with these labels added. */
+  metadata: (extraLabels: Record<string, string>) => KubeObject['metadata'];
+  /** Labels of its pods beside the selector. */
+  podLabels: Record<string, string>;
+  /** How it keys requests: the ext-proc flags. */
+  keyArgs: string[];
+}
+
+function hasherSelector(name: string): Record<string, string> {
+  return { 'app.kubernetes.io/name': EXT_PROC_APP, 'app.kubernetes.io/instance': name };
 }
 
 function hasherOf(ms: ModelService): Hasher {
   const name = generatedNames(ms.metadata.name ?? '').prefixHash;
-  return { name, selector: { 'app.kubernetes.io/name': EXT_PROC_APP, 'app.kubernetes.io/instance': name } };
+  const { prefixBytes, prefixKey } = ms.spec?.affinity ?? {};
+  return {
+    name,
+    selector: hasherSelector(name),
+    metadata: (extraLabels) => metadata(ms, name, extraLabels),
+    podLabels: ownershipLabels(ms.metadata.name ?? ''),
+    keyArgs: ['--prefix-bytes', String(prefixBytes), '--prefix-key', String(prefixKey)],
+  };
 }
 
-/** `serviceNamespace`: set when the policy lives in another namespace than the hasher's Service (a ReferenceGrant allows it). */
-function envoyExtensionPolicy(hasher: Hasher, meta: KubeObject['metadata'], targets: Targets, serviceNamespace?: string): KubeObject {
+/** The Gateway-level hasher: labelled for its Gateway, no owner (the ModelServices it serves share it). */
+function gatewayHasherOf(gateway: GatewayRef, models: readonly ModelKeySettings[]): Hasher {
+  const name = gatewayHasherName(gateway);
+  const labels = { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE, [GATEWAY_LABEL]: gatewayLabelValue(gateway) };
+  return {
+    name,
+    selector: hasherSelector(name),
+    metadata: (extraLabels) => ({ name, namespace: gateway.namespace, labels: { ...labels, ...extraLabels } }),
+    podLabels: labels,
+    keyArgs: [...models].sort((a, b) => a.model.localeCompare(b.model)).flatMap((m) => ['--model', formatModelFlag(m)]),
+  };
+}
+
+function envoyExtensionPolicy(hasher: Hasher, meta: KubeObject['metadata'], targets: Targets): KubeObject {
   return {
     apiVersion: ENVOY_GATEWAY_API_VERSION,
     kind: 'EnvoyExtensionPolicy',
@@ -167,7 +200,7 @@ function envoyExtensionPolicy(hasher: Hasher, meta: KubeObject['metadata'], targ
       ...targets,
       extProc: [
         {
-          backendRefs: [{ group: '', kind: 'Service', name: hasher.name, ...(serviceNamespace ? { namespace: serviceNamespace } : {}), port: EXT_PROC_PORT }],
+          backendRefs: [{ group: '', kind: 'Service', name: hasher.name, port: EXT_PROC_PORT }],
           processingMode: { request: { body: 'BufferedPartial' } },
           // Envoy's default budget per message; in BufferedPartial mode it holds the headers until our answer.
           messageTimeout: '200ms',
@@ -179,11 +212,11 @@ function envoyExtensionPolicy(hasher: Hasher, meta: KubeObject['metadata'], targ
   };
 }
 
-function extProcService(ms: ModelService, { name, selector }: Hasher): KubeObject {
+function extProcService({ selector, metadata: meta }: Hasher): KubeObject {
   return {
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: metadata(ms, name, selector),
+    metadata: meta(selector),
     spec: {
       type: 'ClusterIP',
       selector,
@@ -216,18 +249,17 @@ export const EXT_PROC_ENV: readonly { name: string; value: string }[] = [
   { name: 'MALLOC_TRIM_THRESHOLD_', value: String(64 * 1024 * 1024) },
 ];
 
-function extProcDeployment(ms: ModelService, { name, selector }: Hasher, options: RenderOptions): KubeObject {
-  const { prefixBytes, prefixKey } = ms.spec?.affinity ?? {};
+function extProcDeployment({ selector, metadata: meta, podLabels, keyArgs }: Hasher, options: RenderOptions): KubeObject {
   const grpcProbe = { grpc: { port: EXT_PROC_PORT } };
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
-    metadata: metadata(ms, name, selector),
+    metadata: meta(selector),
     spec: {
       replicas: EXT_PROC_REPLICAS,
       selector: { matchLabels: selector },
       template: {
-        metadata: { labels: { ...ownershipLabels(ms.metadata.name ?? ''), ...selector } },
+        metadata: { labels: { ...podLabels, ...selector } },
         spec: {
           automountServiceAccountToken: false,
           enableServiceLinks: false,
@@ -239,7 +271,7 @@ function extProcDeployment(ms: ModelService, { name, selector }: Hasher, options
             {
               name: 'ext-proc',
               image: options.extProcImage,
-              args: ['ext-proc', '--port', String(EXT_PROC_PORT), '--prefix-bytes', String(prefixBytes), '--prefix-key', String(prefixKey), '--metrics-port', String(EXT_PROC_METRICS_PORT)],
+              args: ['ext-proc', '--port', String(EXT_PROC_PORT), ...keyArgs, '--metrics-port', String(EXT_PROC_METRICS_PORT)],
               env: EXT_PROC_ENV.map((e) => ({ ...e })),
               ports: [
                 { name: 'grpc', containerPort: EXT_PROC_PORT, protocol: 'TCP' },
@@ -261,11 +293,11 @@ function extProcDeployment(ms: ModelService, { name, selector }: Hasher, options
   };
 }
 
-function extProcPodDisruptionBudget(ms: ModelService, { name, selector }: Hasher): KubeObject {
+function extProcPodDisruptionBudget({ selector, metadata: meta }: Hasher): KubeObject {
   return {
     apiVersion: 'policy/v1',
     kind: 'PodDisruptionBudget',
-    metadata: metadata(ms, name, selector),
+    metadata: meta(selector),
     spec: { minAvailable: 1, selector: { matchLabels: selector } },
   };
 }
@@ -289,26 +321,37 @@ export function desiredObjects(ms: ModelService, options: RenderOptions): KubeOb
   const name = ms.metadata.name ?? '';
   const objects = [backendTrafficPolicy(ms, header, metadata(ms, generatedNames(name).backendTrafficPolicy), selectorTargets(ms))];
   if (affinityType(ms) === 'PrefixHash') {
-    const hasher = hasherOf(ms);
-    objects.push(
-      envoyExtensionPolicy(hasher, metadata(ms, hasher.name), selectorTargets(ms)),
-      extProcService(ms, hasher),
-      extProcDeployment(ms, hasher, options),
-      extProcPodDisruptionBudget(ms, hasher),
-    );
+    objects.push(...hasherObjects(hasherOf(ms), selectorTargets(ms), options));
   }
   return sortObjects(objects);
+}
+
+/** A hasher's EnvoyExtensionPolicy (on these targets), Service, Deployment and PodDisruptionBudget. */
+function hasherObjects(hasher: Hasher, targets: Targets, options: RenderOptions): KubeObject[] {
+  return [envoyExtensionPolicy(hasher, hasher.metadata({}), targets), extProcService(hasher), extProcDeployment(hasher, options), extProcPodDisruptionBudget(hasher)];
+}
+
+/**
+ * A Gateway's hasher (src/gateway-hasher.ts), in the Gateway's namespace, its
+ * EnvoyExtensionPolicy targeting the Gateway: Envoy Gateway enables its filter
+ * on every route of the Gateway that has no route-level EnvoyExtensionPolicy,
+ * whichever route a request first matches. Nothing when no model needs it.
+ */
+export function gatewayHasherObjects(gateway: GatewayRef, models: readonly ModelKeySettings[], options: RenderOptions): KubeObject[] {
+  if (models.length === 0) return [];
+  const targets: Targets = { targetRefs: [{ group: GATEWAY_API_GROUP, kind: 'Gateway', name: gateway.name }] };
+  return sortObjects(hasherObjects(gatewayHasherOf(gateway, models), targets, options));
 }
 
 /**
  * The objects for AIGatewayRoutes in other namespaces (src/route-shape.ts
  * `discoverRoutes`): policies must live in their target's namespace, so each
- * such namespace gets the BackendTrafficPolicy (and, for PrefixHash, the
- * EnvoyExtensionPolicy) targeting the generated HTTPRoutes by name. They
- * cannot have an ownerReference across namespaces: their labels name the
- * ModelService instead. The hasher stays in the ModelService's namespace; a
- * ReferenceGrant there, owned by the ModelService, lets those
- * EnvoyExtensionPolicies reach its Service and nothing else.
+ * such namespace gets the BackendTrafficPolicy targeting the generated
+ * HTTPRoutes by name. It cannot have an ownerReference across namespaces:
+ * its labels name the ModelService instead. PrefixHash needs no hasher of
+ * its own there: the Gateway's hasher (gatewayHasherObjects) keys its
+ * requests, because a route-level one would run only when its route is the
+ * first match (README "Envoy AI Gateway").
  */
 export function crossNamespaceObjects(ms: ModelService, targets: readonly CrossNamespaceTarget[]): KubeObject[] {
   const header = hashHeader(ms);
@@ -317,27 +360,16 @@ export function crossNamespaceObjects(ms: ModelService, targets: readonly CrossN
   if (header === undefined || elsewhere.length === 0) return [];
   const name = ms.metadata.name ?? '';
   const names = crossNamespaceNames(namespace, name);
-  const prefixHash = affinityType(ms) === 'PrefixHash';
-  const hasher = hasherOf(ms);
-  const objects: KubeObject[] = [];
-  for (const target of elsewhere) {
-    const meta = (n: string) => ({ name: n, namespace: target.namespace, labels: crossNamespaceLabels(namespace, name) });
-    const targetRefs: Targets = { targetRefs: target.httpRoutes.map((route) => ({ group: GATEWAY_API_GROUP, kind: 'HTTPRoute', name: route })) };
-    objects.push(backendTrafficPolicy(ms, header, meta(names.backendTrafficPolicy), targetRefs));
-    if (prefixHash) objects.push(envoyExtensionPolicy(hasher, meta(names.prefixHash), targetRefs, namespace));
-  }
-  if (prefixHash) {
-    objects.push({
-      apiVersion: REFERENCE_GRANT_API_VERSION,
-      kind: 'ReferenceGrant',
-      metadata: metadata(ms, hasher.name),
-      spec: {
-        from: elsewhere.map((t) => ({ group: ENVOY_GATEWAY_GROUP, kind: 'EnvoyExtensionPolicy', namespace: t.namespace })),
-        to: [{ group: '', kind: 'Service', name: hasher.name }],
-      },
-    });
-  }
-  return sortObjects(objects);
+  return sortObjects(
+    elsewhere.map((target) =>
+      backendTrafficPolicy(
+        ms,
+        header,
+        { name: names.backendTrafficPolicy, namespace: target.namespace, labels: crossNamespaceLabels(namespace, name) },
+        { targetRefs: target.httpRoutes.map((route) => ({ group: GATEWAY_API_GROUP, kind: 'HTTPRoute', name: route })) },
+      ),
+    ),
+  );
 }
 
 export interface RenderResult {

@@ -61,8 +61,8 @@ describe('discoverRoutes', () => {
   });
 
   it('does not decide what belongs elsewhere while AIGatewayRoutes are unknown, and finds nothing for type None', () => {
-    expect(discoverRoutes(session, { httpRoutes: [], aiGatewayRoutes: undefined })).toEqual({ findings: [], targets: [], complete: false });
-    expect(discoverRoutes(ms({ type: 'None' }), { httpRoutes: [], aiGatewayRoutes: undefined })).toEqual({ findings: [], targets: [], complete: true });
+    expect(discoverRoutes(session, { httpRoutes: [], aiGatewayRoutes: undefined })).toEqual({ findings: [], gatewayModels: [], targets: [], complete: false });
+    expect(discoverRoutes(ms({ type: 'None' }), { httpRoutes: [], aiGatewayRoutes: undefined })).toEqual({ findings: [], gatewayModels: [], targets: [], complete: true });
   });
 
   it('reports a route of its own namespace that does not carry the label, and names the label to add', () => {

@@ -9,7 +9,8 @@
 // - a per-backendRef URLRewrite *path* rewrite is rejected by Envoy Gateway
 //   (ResolvedRefs=False, requests get 500).
 import { affinityType } from './affinity.ts';
-import { MODEL_HEADER, inferencePoolMessage, inferencePoolRules, isAiGatewayGenerated, modelHeaderValue, ruleModel, rulesOf } from './ai-gateway.ts';
+import { MODEL_HEADER, inferencePoolMessage, inferencePoolRules, isAiGatewayGenerated, modelHeaderValue, parentGateways, ruleModel, rulesOf, steeredModels } from './ai-gateway.ts';
+import { type GatewayRef, gatewayHasherName } from './gateway-hasher.ts';
 import { EventReasons, type Reason, Reasons } from './conditions.ts';
 import type { KubeObject, ModelService } from './model-service.ts';
 import { CROSSPLANE_COMPOSITE_LABEL, MODEL_SERVICE_LABEL, labelValue } from './naming.ts';
@@ -93,8 +94,17 @@ export interface CrossNamespaceTarget {
   httpRoutes: string[];
 }
 
+/** A model an AIGatewayRoute found for the ModelService routes on a Gateway: the Gateway's hasher keys its requests under PrefixHash. */
+export interface GatewayModel {
+  gateway: GatewayRef;
+  /** The x-ai-eg-model value. */
+  model: string;
+}
+
 export interface RouteDiscovery {
   findings: RouteFinding[];
+  /** Sorted by Gateway, then model. */
+  gatewayModels: GatewayModel[];
   /** Sorted by namespace, route names sorted. */
   targets: CrossNamespaceTarget[];
   /** False while AIGatewayRoutes are not known: what belongs in other namespaces cannot be decided yet. */
@@ -117,7 +127,15 @@ function httpRouteFindings(ms: ModelService, route: KubeObject): RouteFinding[] 
     return [{ route: id, level: 'attached', reason: EventReasons.RouteAttached, message: `${id}: selected by the policies' targetSelectors; ${shape}` }];
   }
   // Generated from the AIGatewayRoute of the same name and namespace, rule for rule.
-  return aiGatewayRuleFindings(id, where, rulesOf(route), `${id}, generated from AIGatewayRoute ${where}: selected by the policies' targetSelectors (labels copied); ${ONE_CLUSTER_PER_RULE}`);
+  return aiGatewayRuleFindings(id, where, rulesOf(route), `${id}, generated from AIGatewayRoute ${where}: selected by the policies' targetSelectors (labels copied); ${ONE_CLUSTER_PER_RULE}${gatewayHasherNote(ms, route)}`);
+}
+
+/** Under PrefixHash, which hasher keys an AIGatewayRoute's requests: its Gateways' (src/gateway-hasher.ts). */
+function gatewayHasherNote(ms: ModelService, route: KubeObject): string {
+  const gateways = parentGateways(route);
+  if (affinityType(ms) !== 'PrefixHash' || gateways.length === 0) return '';
+  const hashers = gateways.map((g) => `${g.namespace}/${gatewayHasherName(g)} (Gateway ${g.name})`).join(', ');
+  return `; PrefixHash keys are set by the Gateway hasher ${hashers}, whose EnvoyExtensionPolicy targets the Gateway because a route-level one runs only when its route is a request's first match`;
 }
 
 /** InferencePool rules are not affinity's to steer; the rest of the route is attached (`attached` message), when any rest is left. */
@@ -138,9 +156,11 @@ function aiGatewayRuleFindings(id: string, aiGatewayRoute: string, rules: Return
  * reported, not attached: a policy on it would hash that traffic too.
  */
 export function discoverRoutes(ms: ModelService, view: RouteView): RouteDiscovery {
-  if (affinityType(ms) === 'None') return { findings: [], targets: [], complete: true };
+  if (affinityType(ms) === 'None') return { findings: [], gatewayModels: [], targets: [], complete: true };
   const namespace = ms.metadata.namespace;
-  const findings = selectedRoutes(ms, [...view.httpRoutes].sort(byName)).flatMap((r) => httpRouteFindings(ms, r));
+  const selected = selectedRoutes(ms, [...view.httpRoutes].sort(byName));
+  const findings = selected.flatMap((r) => httpRouteFindings(ms, r));
+  const gatewayModels: GatewayModel[] = selected.filter(isAiGatewayGenerated).flatMap((r) => parentGateways(r).flatMap((gateway) => steeredModels(r).map((m) => ({ gateway, model: m }))));
   const model = modelHeaderValue(ms);
   const targets = new Map<string, string[]>();
   for (const route of [...(view.aiGatewayRoutes ?? [])].sort(byName)) {
@@ -179,16 +199,19 @@ export function discoverRoutes(ms: ModelService, view: RouteView): RouteDiscover
       id,
       where,
       rules,
-      `${id} routes ${MODEL_HEADER} ${model}: the policies in namespace ${route.metadata.namespace} target its HTTPRoute ${where} by name; ${ONE_CLUSTER_PER_RULE}`,
+      `${id} routes ${MODEL_HEADER} ${model}: the BackendTrafficPolicy in namespace ${route.metadata.namespace} targets its HTTPRoute ${where} by name; ${ONE_CLUSTER_PER_RULE}${gatewayHasherNote(ms, route)}`,
     );
     findings.push(...found);
     if (found.some((f) => f.level === 'attached')) {
       const ns = route.metadata.namespace ?? '';
       targets.set(ns, [...(targets.get(ns) ?? []), route.metadata.name ?? '']);
+      gatewayModels.push(...parentGateways(route).map((gateway) => ({ gateway, model })));
     }
   }
+  const gatewayKey = (g: GatewayModel) => `${g.gateway.namespace}/${g.gateway.name}\u0000${g.model}`;
   return {
     findings,
+    gatewayModels: [...new Map(gatewayModels.map((g) => [gatewayKey(g), g]))].sort(([a], [b]) => a.localeCompare(b)).map(([, g]) => g),
     targets: [...targets].sort(([a], [b]) => a.localeCompare(b)).map(([ns, httpRoutes]) => ({ namespace: ns, httpRoutes: httpRoutes.sort() })),
     complete: view.aiGatewayRoutes !== undefined,
   };

@@ -2,10 +2,12 @@
 // Gateway's CRDs (from its module zip; neither its controller nor Envoy
 // Gateway's runs here, the data-plane tests own those): a ModelService whose
 // model an AIGatewayRoute of another namespace routes (Modelplane's shape)
-// gets its policies in that namespace, targeting the generated HTTPRoute by
-// name, and a ReferenceGrant beside its hasher; they are pruned when affinity
-// is set to None and cleaned up, through the finalizer, when the ModelService
-// is deleted. A rule to an InferencePool is reported with where and why.
+// gets its BackendTrafficPolicy in that namespace, targeting the generated
+// HTTPRoute by name, and, for PrefixHash, its model in the hasher of the
+// route's Gateway (src/gateway-hasher.ts) in the Gateway's namespace; they are
+// pruned when affinity is set to None and cleaned up, through the finalizer,
+// when the ModelService is deleted. A rule to an InferencePool is reported
+// with where and why.
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -61,6 +63,17 @@ function aiGatewayRoute(name: string, model: string, backendRefs: unknown[] = [{
 const affinityReady = async (name: string) => (await getJson('modelservice', name, msNs))?.status?.conditions?.find((c) => c.type === 'AffinityReady');
 const finalizers = async (name: string) => ((await getJson('modelservice', name, msNs))?.metadata.finalizers as string[] | undefined) ?? [];
 
+/** The Gateway hasher of Gateway `modelplane` (the routes' parentRef, in their namespace): `Kind/name` of its objects, and its --model flags. */
+async function gatewayHasher(): Promise<{ objects: string[]; models: string[] }> {
+  const kinds = 'services,deployments.apps,poddisruptionbudgets.policy,envoyextensionpolicies.gateway.envoyproxy.io';
+  const out = await tb.kubectlOk(['get', kinds, '-n', routeNs, '-l', 'affinity.modelplane.ai/gateway=modelplane', '-o', 'json']);
+  const items = (JSON.parse(out) as { items: Live[] }).items;
+  const args: string[] = items.find((o) => o.kind === 'Deployment')?.spec?.template.spec.containers[0].args ?? [];
+  return { objects: items.map((o) => `${o.kind}/${o.metadata.name}`).sort(), models: args.filter((_, i) => args[i - 1] === '--model') };
+}
+const GATEWAY_HASHER = 'modelplane-gateway-prefix-hash';
+const GATEWAY_HASHER_OBJECTS = ['Deployment', 'EnvoyExtensionPolicy', 'PodDisruptionBudget', 'Service'].map((k) => `${k}/${GATEWAY_HASHER}`);
+
 /** Our objects in the route namespace for ModelService `name` (by its labels: they have no ownerReference). */
 async function elsewhere(name: string): Promise<string[]> {
   const selector = `affinity.modelplane.ai/model-service=${name},affinity.modelplane.ai/model-service-namespace=${msNs}`;
@@ -94,43 +107,59 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
+  // The routes name the Gateway modelplane/modelplane-system, which the data-plane files of the same
+  // control plane run for real: left behind, they would be its oldest routes and every request's first
+  // match. Deleted while the reconciler runs, so it lets go of the ModelServices' finalizers.
+  for (const [resource, namespace] of [['aigatewayroutes.aigateway.envoyproxy.io', routeNs], ['httproutes.gateway.networking.k8s.io', msNs], ['modelservices.modelplane.ai', msNs]] as const) {
+    if (namespace !== undefined) await tb?.kubectl(['delete', resource, '--all', '-n', namespace, '--ignore-not-found', '--timeout=60s']);
+  }
   await reconciler?.stop();
 });
 
 describe('an AIGatewayRoute in another namespace (Modelplane: modelplane-system)', () => {
   const names = () => crossNamespaceNames(msNs, 'kimi');
 
-  it('gets the policies in its namespace, targeting its HTTPRoute by name, and a ReferenceGrant beside the hasher', async () => {
+  it("gets its BackendTrafficPolicy in the route namespace, targeting its HTTPRoute by name, and its model in the hasher of the route's Gateway", async () => {
     await apply(aiGatewayRoute('kimi-route', `${msNs}/kimi`));
     await apply(modelService('kimi', { type: 'PrefixHash' }, { namespace: msNs }));
-    const { backendTrafficPolicy, prefixHash } = names();
+    const { backendTrafficPolicy } = names();
     // The CRD takes up to 30 s to be noticed when it arrived after the reconciler started.
-    await eventually('policies in the route namespace', async () => (await elsewhere('kimi')).length === 2, 90_000);
-    expect(await elsewhere('kimi')).toEqual([`BackendTrafficPolicy/${backendTrafficPolicy}`, `EnvoyExtensionPolicy/${prefixHash}`]);
+    await eventually('the policy in the route namespace', async () => (await elsewhere('kimi')).length === 1, 90_000);
+    expect(await elsewhere('kimi')).toEqual([`BackendTrafficPolicy/${backendTrafficPolicy}`]);
 
     const btp = await getJson('backendtrafficpolicies.gateway.envoyproxy.io', backendTrafficPolicy, routeNs);
     expect(btp?.spec?.targetRefs).toEqual([{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: 'kimi-route' }]);
     expect(btp?.spec?.loadBalancer).toMatchObject({ type: 'ConsistentHash', consistentHash: { type: 'Headers', headers: [{ name: 'x-prompt-hash' }] } });
     expect(btp?.metadata.ownerReferences).toBeUndefined();
-    // Accepted by Envoy Gateway's CRD schema with the cross-namespace backendRef.
-    const eep = await getJson('envoyextensionpolicies.gateway.envoyproxy.io', prefixHash, routeNs);
-    expect(eep?.spec?.extProc[0].backendRefs).toMatchObject([{ group: '', kind: 'Service', name: 'kimi-prefix-hash', namespace: msNs, port: 9002 }]);
 
-    await eventually('ReferenceGrant', async () => (await getJson('referencegrants.gateway.networking.k8s.io', 'kimi-prefix-hash', msNs)) !== undefined);
-    const grant = await getJson('referencegrants.gateway.networking.k8s.io', 'kimi-prefix-hash', msNs);
-    expect(grant?.spec).toEqual({
-      from: [{ group: 'gateway.envoyproxy.io', kind: 'EnvoyExtensionPolicy', namespace: routeNs }],
-      to: [{ group: '', kind: 'Service', name: 'kimi-prefix-hash' }],
-    });
-    expect(grant?.metadata.ownerReferences?.[0]).toMatchObject({ kind: 'ModelService', name: 'kimi', controller: true });
-    // The hasher stays beside the ModelService.
-    expect(await getJson('deployments.apps', 'kimi-prefix-hash', msNs)).toBeDefined();
+    await eventually('the Gateway hasher', async () => (await gatewayHasher()).objects.length === 4);
+    expect(await gatewayHasher()).toEqual({ objects: GATEWAY_HASHER_OBJECTS, models: [`${msNs}/kimi=Conversation:1024`] });
+    // Accepted by Envoy Gateway's CRD schema: a Gateway target, the Service beside it.
+    const eep = await getJson('envoyextensionpolicies.gateway.envoyproxy.io', GATEWAY_HASHER, routeNs);
+    expect(eep?.spec?.targetRefs).toEqual([{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: 'modelplane' }]);
+    expect(eep?.spec?.extProc[0].backendRefs).toMatchObject([{ group: '', kind: 'Service', name: GATEWAY_HASHER, port: 9002 }]);
+    expect(eep?.metadata.ownerReferences).toBeUndefined();
+
+    // A second PrefixHash ModelService on the same Gateway: one hasher, one --model each, with each one's settings.
+    await apply(aiGatewayRoute('glm-route', `${msNs}/glm`));
+    await apply(modelService('glm', { type: 'PrefixHash', prefixKey: 'Body', prefixBytes: 512 }, { namespace: msNs }));
+    await eventually('both models in the Gateway hasher', async () => (await gatewayHasher()).models.length === 2);
+    expect((await gatewayHasher()).models).toEqual([`${msNs}/glm=Body:512`, `${msNs}/kimi=Conversation:1024`]);
+    await tb.kubectlOk(['delete', 'modelservice', 'glm', '-n', msNs]);
+    await eventually('glm out of the Gateway hasher', async () => (await gatewayHasher()).models.length === 1);
 
     expect(await finalizers('kimi')).toContain(FINALIZER);
     await eventually('Applied, naming the route', async () => (await affinityReady('kimi'))?.message.includes(`routes: AIGatewayRoute ${routeNs}/kimi-route`) ?? false);
     expect(await affinityReady('kimi')).toMatchObject({ status: 'True', reason: 'Applied' });
     const events = JSON.parse(await tb.kubectlOk(['get', 'events', '-n', msNs, '--field-selector', 'involvedObject.name=kimi', '-o', 'json'])) as { items: { reason: string; message: string }[] };
-    expect(events.items.find((e) => e.reason === 'RouteAttached')?.message).toContain(`target its HTTPRoute ${routeNs}/kimi-route by name`);
+    const attached = events.items.find((e) => e.reason === 'RouteAttached')?.message;
+    expect(attached).toContain(`targets its HTTPRoute ${routeNs}/kimi-route by name`);
+    expect(attached).toContain(`PrefixHash keys are set by the Gateway hasher ${routeNs}/${GATEWAY_HASHER} (Gateway modelplane)`);
+  });
+
+  it('puts a deleted Gateway hasher Deployment back', async () => {
+    await tb.kubectlOk(['delete', 'deployments.apps', GATEWAY_HASHER, '-n', routeNs]);
+    await eventually('Deployment back', async () => (await gatewayHasher()).objects.length === 4);
   });
 
   it('puts a deleted policy in the route namespace back (drift repair by label)', async () => {
@@ -139,21 +168,23 @@ describe('an AIGatewayRoute in another namespace (Modelplane: modelplane-system)
     await eventually('policy back', async () => (await getJson('backendtrafficpolicies.gateway.envoyproxy.io', backendTrafficPolicy, routeNs)) !== undefined);
   });
 
-  it('prunes them and the ReferenceGrant when affinity is set to None, and lets go of the finalizer', async () => {
+  it('prunes the policy and the Gateway hasher (its last model gone) when affinity is set to None, and lets go of the finalizer', async () => {
     await apply(modelService('kimi', { type: 'None' }, { namespace: msNs }));
     await eventually('nothing left in the route namespace', async () => (await elsewhere('kimi')).length === 0);
-    await eventually('no ReferenceGrant', async () => (await getJson('referencegrants.gateway.networking.k8s.io', 'kimi-prefix-hash', msNs)) === undefined);
+    await eventually('no Gateway hasher', async () => (await gatewayHasher()).objects.length === 0);
     await eventually('finalizer removed', async () => !(await finalizers('kimi')).includes(FINALIZER));
     expect(await affinityReady('kimi')).toMatchObject({ reason: 'AffinityDisabled' });
   });
 
-  it('cleans them up when the ModelService is deleted: the finalizer holds the deletion until they are gone', async () => {
-    await apply(modelService('kimi', { type: 'Session', sessionHeader: 'X-Session-ID' }, { namespace: msNs }));
+  it('cleans them up when the ModelService is deleted: the finalizer holds the deletion until its policy is gone, and the Gateway hasher goes with its last model', async () => {
+    await apply(modelService('kimi', { type: 'PrefixHash' }, { namespace: msNs }));
     await eventually('the policy is back', async () => (await elsewhere('kimi')).length === 1);
+    await eventually('the Gateway hasher is back', async () => (await gatewayHasher()).objects.length === 4);
     await eventually('finalizer', async () => (await finalizers('kimi')).includes(FINALIZER));
     await tb.kubectlOk(['delete', 'modelservice', 'kimi', '-n', msNs, '--wait=false']);
     await eventually('ModelService gone', async () => (await getJson('modelservice', 'kimi', msNs)) === undefined);
     expect(await elsewhere('kimi')).toEqual([]);
+    await eventually('no Gateway hasher', async () => (await gatewayHasher()).objects.length === 0);
   });
 });
 

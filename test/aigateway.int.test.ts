@@ -9,13 +9,14 @@
 // generates, so our policies' targetSelectors select that route.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { MODEL_SERVICE_LABEL, generatedNames } from '../src/naming.ts';
+import { MODEL_SERVICE_LABEL, crossNamespaceNames, generatedNames } from '../src/naming.ts';
 import { type LiveRoute, MODEL_HEADER, type RouteBackend, aiGatewayRoute, aiServiceBackend, firstMatch, listenerFilters, liveRoutes, localityPriorities } from './testbed/ai-gateway.ts';
 import { type Conversation, type Locality, type TurnResult, chatBody, locality, runConversations, send, syntheticConversations } from './testbed/conversations.ts';
 import { GATEWAY_NAME, GATEWAY_NAMESPACE } from './testbed/data-plane.ts';
-import { type AffinityMode, type FleetBed, SESSION_HEADER, startFleetBed } from './testbed/fleet-bed.ts';
+import { type AffinityMode, type FleetBed, GATEWAY_HASHER, SESSION_HEADER, startFleetBed } from './testbed/fleet-bed.ts';
 import { type InferenceCluster, startInferenceCluster } from './testbed/inference-cluster.ts';
 import { waitFor } from './testbed/processes.ts';
+import { loadXxh64, promptHash } from '../ext-proc/handlers.ts';
 import { type Testbed, createNamespace, testbed } from './testbed/testbed.ts';
 
 // The seed's 800 ms cold and 150 ms warm time to first token, scaled down 100x.
@@ -74,13 +75,16 @@ async function gatewayStripsPromptHash(): Promise<boolean> {
   return items.some((p) => (p.spec?.headers?.earlyRequestHeaders?.remove ?? []).some((h) => h.toLowerCase() === 'x-prompt-hash'));
 }
 
-/** Streams Envoy opened to our hasher (its own Prometheus counter). */
-async function hasherStreams(): Promise<number> {
-  const pod = fleet.hashers.pod(hasher);
-  if (pod === undefined) return Number.NaN;
+/** Streams Envoy opened to a hasher (its own Prometheus counter); 0 when it does not run. */
+async function streamsOf(deployment: string): Promise<number> {
+  const pod = fleet.hashers.pod(deployment);
+  if (pod === undefined) return 0;
   const text = await (await fetch(`http://${pod.address}:9090/metrics`)).text();
   return Number(/^ext_proc_streams_total (\d+)/m.exec(text)?.[1] ?? Number.NaN);
 }
+/** Streams Envoy opened to the ModelService's own hasher. */
+const hasherStreams = () => streamsOf(hasher);
+const isHash = (value: string) => /^[0-9a-f]{16}$/.test(value);
 
 async function applyRoute(name: string, model: string, labels: Record<string, string>, backends: RouteBackend[] = fleet.clusters.map((c) => ({ name: c.name }))): Promise<void> {
   await tb.kubectlOk(['apply', '-f', '-'], { input: stringify(aiGatewayRoute(ns, name, model, backends, labels)) });
@@ -384,32 +388,36 @@ describe('a second AIGatewayRoute, older than ours, for another model on the sam
     await waitServed(MODEL);
   }, 300_000);
 
-  it('route-targeted EnvoyExtensionPolicy (targetSelectors): what runs for the newer route', async () => {
-    await fleet.setAffinity(MS, 'PrefixHash', {}, { hasher: false });
+  it("the Gateway hasher keys the newer route's requests: the older route's catch-all is the first match, and it enables the Gateway-targeted filter", async () => {
+    await fleet.setAffinity(MS, 'PrefixHash', {}, { gatewayHasher: true });
     const { first, ours } = await attachment('older route first');
-    const before = await hasherStreams();
+    const gatewayFilter = `envoyextensionpolicy/${GATEWAY_NAMESPACE}/${GATEWAY_HASHER}/`;
+    const [own0, gateway0] = [await hasherStreams(), await streamsOf(GATEWAY_HASHER)];
     const results = await conversations(41, 'PrefixHash');
-    const streams = (await hasherStreams()) - before;
+    const [own, gateway] = [(await hasherStreams()) - own0, (await streamsOf(GATEWAY_HASHER)) - gateway0];
     const l = locality(results);
-    const hashed = results.flat().filter((t) => /^[0-9a-f]{16}$/.test(t.promptHash)).length;
-    await report('PrefixHash, newer route, route-targeted policy', l);
-    say(`newer route, route-targeted policy: ${hashed}/${l.requests} requests reached a backend with x-prompt-hash; the hasher opened ${streams} streams`);
-    // A client that sends the model header itself matches the model's rule first.
+    await report('PrefixHash, newer route, Gateway hasher', l);
+    say(`newer route: for ${l.requests} requests the Gateway hasher opened ${gateway} streams, the route-level one ${own}; its args ${JSON.stringify(fleet.hashers.pod(GATEWAY_HASHER)?.args)}`);
+    // The other model has no ModelService: the Gateway hasher does not key it.
+    const other = await Promise.all(syntheticConversations(30, 1, 46).map((c) => send(fleet.url(MS), chatBody(c, 0, OLDER_MODEL))));
+    say(`newer route: the older model's requests reach a backend with x-prompt-hash: ${other.filter((r) => isHash(r.promptHash)).length}/${other.length}`);
+    // A client that sends the model header itself matches the model's rule first, whose route-level filter is the ModelService's own hasher.
     const direct = await Promise.all(syntheticConversations(30, 1, 42).map((c) => send(fleet.url(MS), chatBody(c, 0, MODEL), { [MODEL_HEADER]: MODEL })));
-    say(`newer route, client-sent ${MODEL_HEADER}: ${direct.filter((r) => /^[0-9a-f]{16}$/.test(r.promptHash)).length}/${direct.length} hashed`);
-    const spoofed = await Promise.all(syntheticConversations(30, 1, 43).map((c) => send(fleet.url(MS), chatBody(c, 0, MODEL), { 'x-prompt-hash': '0000000000000000' })));
-    say(`newer route, spoofed x-prompt-hash 0000000000000000: reached ${JSON.stringify([...new Set(spoofed.map((r) => r.cluster))])} with ${JSON.stringify([...new Set(spoofed.map((r) => r.promptHash))])}`);
-    // The first match is the older route's catch-all, which does not enable our filter: it never runs.
-    expect(l.failed).toBe(0);
+    say(`newer route, client-sent ${MODEL_HEADER}: ${direct.filter((r) => isHash(r.promptHash)).length}/${direct.length} hashed`);
+    const openings = syntheticConversations(60, 1, 47);
+    const honest = await Promise.all(openings.map((c) => send(fleet.url(MS), chatBody(c, 0, MODEL))));
+    const spoofed = await Promise.all(openings.map((c) => send(fleet.url(MS), chatBody(c, 0, MODEL), { 'x-prompt-hash': '0000000000000000' })));
     expect(first?.name.startsWith(`httproute/${ns}/${OLDER_ROUTE}/rule/1/`)).toBe(true);
     expect(first?.enables.some((f) => ours.includes(f))).toBe(false);
-    expect(hashed).toBe(0);
-    expect(streams).toBe(0);
-    expect(direct.every((r) => /^[0-9a-f]{16}$/.test(r.promptHash))).toBe(true);
-    // Without our hasher only the Gateway's ClientTrafficPolicy (earlyRequestHeaders.remove, README "Install")
-    // removes a client's x-prompt-hash; without that policy the client picks the backend.
-    if (await gatewayStripsPromptHash()) expect(spoofed.every((r) => r.status === 200 && r.promptHash === '')).toBe(true);
-    else expect({ hashes: [...new Set(spoofed.map((r) => r.promptHash))], clusters: new Set(spoofed.map((r) => r.cluster)).size }).toEqual({ hashes: ['0000000000000000'], clusters: 1 });
+    expect(first?.enables.some((f) => f.includes(gatewayFilter))).toBe(true);
+    expect(l.failed).toBe(0);
+    expect(l.laterOnFirstCluster).toBe(l.laterTurns);
+    for (const turn of results.flat()) expect(turn.promptHash).toMatch(/^[0-9a-f]{16}$/);
+    expect(gateway).toBeGreaterThanOrEqual(l.requests);
+    expect(own).toBe(0);
+    expect(other.every((r) => r.status === 200 && r.promptHash === '')).toBe(true);
+    expect(direct.every((r) => isHash(r.promptHash))).toBe(true);
+    expect(spoofed.map((r) => [r.status, r.cluster, r.promptHash])).toEqual(honest.map((r) => [200, r.cluster, r.promptHash]));
   });
 
   it('Session needs no filter: it keeps every later turn on turn 1 backend there too', async () => {
@@ -418,61 +426,6 @@ describe('a second AIGatewayRoute, older than ours, for another model on the sam
     await report('Session, newer route', l);
     expect(l.failed).toBe(0);
     expect(l.laterOnFirstCluster).toBe(l.laterTurns);
-  });
-
-  it('a Gateway-targeted EnvoyExtensionPolicy (our hasher, the same extProc) runs after AI Gateway whatever the first match', async () => {
-    await fleet.setAffinity(MS, 'PrefixHash', {}, { hasher: false });
-    const routePolicy = JSON.parse(await tb.kubectlOk(['get', 'envoyextensionpolicy', hasher, '-n', ns, '-o', 'json'])) as {
-      spec: { extProc: Array<{ backendRefs: Array<Record<string, unknown>> } & Record<string, unknown>> };
-    };
-    const extProc = routePolicy.spec.extProc.map((p) => ({ ...p, backendRefs: p.backendRefs.map((r) => ({ ...r, namespace: ns })) }));
-    await tb.kubectlOk(['apply', '-f', '-'], {
-      input: [
-        {
-          apiVersion: 'gateway.networking.k8s.io/v1beta1',
-          kind: 'ReferenceGrant',
-          metadata: { name: 'gateway-prefix-hash', namespace: ns },
-          spec: { from: [{ group: 'gateway.envoyproxy.io', kind: 'EnvoyExtensionPolicy', namespace: GATEWAY_NAMESPACE }], to: [{ group: '', kind: 'Service', name: hasher }] },
-        },
-        {
-          apiVersion: 'gateway.envoyproxy.io/v1alpha1',
-          kind: 'EnvoyExtensionPolicy',
-          metadata: { name: `${ns}-prefix-hash`, namespace: GATEWAY_NAMESPACE },
-          spec: { targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: GATEWAY_NAME }], extProc },
-        },
-      ]
-        .map((o) => stringify(o))
-        .join('---\n'),
-    });
-    try {
-      await waitFor(
-        'requests for the newer model to carry a hasher-set x-prompt-hash',
-        async () => /^[0-9a-f]{16}$/.test((await send(fleet.url(MS), chatBody(syntheticConversations(1, 1, Date.now())[0] as Conversation, 0, MODEL))).promptHash),
-        90_000,
-      );
-      const { first } = await attachment('older route first, Gateway-targeted policy');
-      const before = await hasherStreams();
-      const results = await conversations(45, 'PrefixHash');
-      const streams = (await hasherStreams()) - before;
-      const l = locality(results);
-      await report('PrefixHash, newer route, Gateway-targeted policy', l);
-      const other = await Promise.all(syntheticConversations(30, 1, 46).map((c) => send(fleet.url(MS), chatBody(c, 0, OLDER_MODEL))));
-      say(
-        `Gateway-targeted policy: the hasher opened ${streams} streams for ${l.requests} requests; ` +
-          `the other model's requests reach a backend with x-prompt-hash: ${other.filter((r) => /^[0-9a-f]{16}$/.test(r.promptHash)).length}/${other.length}`,
-      );
-      const openings = syntheticConversations(60, 1, 47);
-      const honest = await Promise.all(openings.map((c) => send(fleet.url(MS), chatBody(c, 0, MODEL))));
-      const spoofed = await Promise.all(openings.map((c) => send(fleet.url(MS), chatBody(c, 0, MODEL), { 'x-prompt-hash': '0000000000000000' })));
-      expect(first?.enables.some((f) => f.includes(`envoyextensionpolicy/${GATEWAY_NAMESPACE}/${ns}-prefix-hash/`))).toBe(true);
-      expect(l.failed).toBe(0);
-      expect(l.laterOnFirstCluster).toBe(l.laterTurns);
-      expect(streams).toBeGreaterThanOrEqual(l.requests);
-      for (const turn of results.flat()) expect(turn.promptHash).toMatch(/^[0-9a-f]{16}$/);
-      expect(spoofed.map((r) => [r.status, r.cluster, r.promptHash])).toEqual(honest.map((r) => [200, r.cluster, r.promptHash]));
-    } finally {
-      await tb.kubectl(['delete', 'envoyextensionpolicy', `${ns}-prefix-hash`, '-n', GATEWAY_NAMESPACE, '--ignore-not-found']);
-    }
   });
 });
 
@@ -509,33 +462,52 @@ describe("Modelplane's shape: an AIGatewayRoute per ModelService in modelplane-s
     for (const ms of [OLDER, NEWER]) await tb.kubectl(['delete', 'aigatewayroute', routeName(ms), '-n', GATEWAY_NAMESPACE, '--ignore-not-found']);
   });
 
-  it("both PrefixHash: the reconciler's policies sit beside the routes, and every model's requests go through the oldest route's hasher", async () => {
-    await fleet.setAffinity(OLDER, 'PrefixHash');
-    await fleet.setAffinity(NEWER, 'PrefixHash', {}, { hasher: false });
+  it("both PrefixHash: the BackendTrafficPolicies sit beside the routes, and the Gateway hasher keys each model's requests with that model's settings", async () => {
+    await fleet.setAffinity(OLDER, 'PrefixHash', {}, { gatewayHasher: true });
+    // Settings of its own: 64 bytes of the opening give every turn of this trace another key than the default 1024.
+    await fleet.setAffinity(NEWER, 'PrefixHash', { prefixBytes: 64 }, { gatewayHasher: true });
     const policies = await tb.kubectlOk(['get', 'backendtrafficpolicy,envoyextensionpolicy', '-n', GATEWAY_NAMESPACE, '-l', `${MODEL_SERVICE_LABEL}=${NEWER}`, '-o', 'name']);
-    say(`Modelplane's shape: policies of ${NEWER} in ${GATEWAY_NAMESPACE}: ${policies.trim().replace(/\n/g, ', ')}`);
+    say(`Modelplane's shape: policies of ${NEWER} in ${GATEWAY_NAMESPACE}: ${policies.trim().replace(/\n/g, ', ')}; Gateway hasher args ${JSON.stringify(fleet.hashers.pod(GATEWAY_HASHER)?.args)}`);
     const dump = await fleet.dataPlane.configDump();
     const first = firstMatch(liveRoutes(dump), PATH, {});
     say(`Modelplane's shape: first match ${first?.name}, enabling ${JSON.stringify(first?.enables)}`);
-    const [older0, newer0] = [await streamsOf(OLDER), await streamsOf(NEWER)];
+    const [older0, newer0, gateway0] = [await streamsOf(generatedNames(OLDER).prefixHash), await streamsOf(generatedNames(NEWER).prefixHash), await streamsOf(GATEWAY_HASHER)];
+    const gatewayPid = fleet.hashers.pod(GATEWAY_HASHER)?.process.child.pid;
+    const trace = syntheticConversations(CONVERSATIONS, TURNS, 51);
     const results = await conversations(51, 'PrefixHash', model(NEWER));
-    const [olderStreams, newerStreams] = [(await streamsOf(OLDER)) - older0, (await streamsOf(NEWER)) - newer0];
+    const streams = {
+      older: (await streamsOf(generatedNames(OLDER).prefixHash)) - older0,
+      newer: (await streamsOf(generatedNames(NEWER).prefixHash)) - newer0,
+      gateway: (await streamsOf(GATEWAY_HASHER)) - gateway0,
+    };
     const l = locality(results);
     await report(`Modelplane's shape, ${NEWER} (newer route), both PrefixHash`, l);
-    say(`Modelplane's shape: for ${l.requests} requests of ${NEWER}, ${OLDER}'s hasher opened ${olderStreams} streams, ${NEWER}'s ${newerStreams}`);
-    expect(policies).toContain('envoyextensionpolicy');
+    // The hash each turn got, against the one NEWER's settings give for the body sent, and the one the default settings would.
+    const hash64 = await loadXxh64();
+    const sent = trace.map((c, i) => (results[i] ?? []).map((_, t) => Buffer.from(chatBody(c, t, model(NEWER)))));
+    const ownSettings = sent.flatMap((turns, i) => turns.filter((b, t) => promptHash(b, 64, hash64, 'Conversation') === results[i]?.[t]?.promptHash)).length;
+    const defaults = sent.flatMap((turns, i) => turns.filter((b, t) => promptHash(b, 1024, hash64, 'Conversation') === results[i]?.[t]?.promptHash)).length;
+    say(
+      `Modelplane's shape: for ${l.requests} requests of ${NEWER}, streams opened ${JSON.stringify(streams)} (Gateway hasher pid ${gatewayPid} -> ${fleet.hashers.pod(GATEWAY_HASHER)?.process.child.pid}); ` +
+        `hashes as ${NEWER}'s settings (Conversation, 64) give: ${ownSettings}/${l.requests}, as the defaults (Conversation, 1024) give: ${defaults}/${l.requests}`,
+    );
+    expect(policies.trim().split('\n')).toEqual([`backendtrafficpolicy.gateway.envoyproxy.io/${crossNamespaceNames(ns, NEWER).backendTrafficPolicy}`]);
+    expect(fleet.hashers.pod(GATEWAY_HASHER)?.args.filter((a) => a.includes('='))).toEqual([`${model(OLDER)}=Conversation:1024`, `${model(NEWER)}=Conversation:64`].sort());
     expect(first?.name.startsWith(`httproute/${GATEWAY_NAMESPACE}/${routeName(OLDER)}/rule/1/`)).toBe(true);
     expect(l.failed).toBe(0);
-    expect(newerStreams).toBe(0);
-    expect(olderStreams).toBeGreaterThanOrEqual(l.requests);
-    // The hash the older model's hasher set still pins the newer model's turns (its BackendTrafficPolicy hashes x-prompt-hash).
+    expect(streams).toMatchObject({ older: 0, newer: 0 });
+    expect(streams.gateway).toBeGreaterThanOrEqual(l.requests);
+    expect({ ownSettings, defaults }).toEqual({ ownSettings: l.requests, defaults: 0 });
     expect(l.laterOnFirstCluster).toBe(l.laterTurns);
 
-    // The oldest model without a hasher: no model's requests are hashed.
+    // The oldest model on Session (it leaves the Gateway hasher): the newer one keeps every turn.
     await fleet.setAffinity(OLDER, 'Session');
-    const without = locality(await conversations(52, 'PrefixHash', model(NEWER)));
-    await report(`Modelplane's shape, ${NEWER} PrefixHash, ${OLDER} Session`, without);
-    expect(without.failed).toBe(0);
-    expect(without.laterOnFirstCluster).toBeLessThan(without.laterTurns * 0.6);
+    await waitFor(`${model(OLDER)} out of the Gateway hasher`, async () => !(fleet.hashers.pod(GATEWAY_HASHER)?.args.some((a) => a.startsWith(`${model(OLDER)}=`)) ?? true), 60_000);
+    // Its new process (a new ReplicaSet's pod) on the same address: Envoy reconnects on the next request.
+    await waitFor(`requests of ${NEWER} hashed by the new Gateway hasher`, async () => isHash((await send(fleet.url(NEWER), chatBody(syntheticConversations(1, 1, Date.now())[0] as Conversation, 0, model(NEWER)))).promptHash), 60_000);
+    const still = locality(await conversations(52, 'PrefixHash', model(NEWER)));
+    await report(`Modelplane's shape, ${NEWER} PrefixHash, ${OLDER} Session`, still);
+    expect(still.failed).toBe(0);
+    expect(still.laterOnFirstCluster).toBe(still.laterTurns);
   });
 });

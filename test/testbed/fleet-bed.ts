@@ -11,7 +11,11 @@ import { generatedNames } from '../../src/naming.ts';
 import type { Kubectl } from './control-plane.ts';
 import { resetConnections, send } from './conversations.ts';
 import { type AiGateway, aiServiceBackend, startAiGatewayDataPlane } from './ai-gateway.ts';
-import { type DataPlane, clientTrafficPolicy, startDataPlane } from './data-plane.ts';
+import { type DataPlane, GATEWAY_NAME, GATEWAY_NAMESPACE, clientTrafficPolicy, startDataPlane } from './data-plane.ts';
+import { gatewayHasherName } from '../../src/gateway-hasher.ts';
+
+/** The fleet Gateway's hasher (the AI Gateway beds' routes all attach to that Gateway). */
+export const GATEWAY_HASHER = gatewayHasherName({ namespace: GATEWAY_NAMESPACE, name: GATEWAY_NAME });
 import { type ClusterAddress, type RouteShapeName, backend, httpRoute, routePrefix, yamlDocuments } from './fleet.ts';
 import { type HasherPods, startHasherPods } from './hasher-pods.ts';
 import { type InferenceCluster, startInferenceCluster } from './inference-cluster.ts';
@@ -54,7 +58,8 @@ export interface FleetBed {
    * Applies a ModelService with this affinity (through our webhook) and waits until Envoy routes by it
    * and, for PrefixHash, until requests carry the hasher's x-prompt-hash (unless wait.hasher is false).
    */
-  setAffinity(modelService: string, mode: AffinityMode, extra?: Record<string, unknown>, wait?: { hasher?: boolean }): Promise<void>;
+  /** `wait.gatewayHasher`: under PrefixHash, wait for the Gateway hasher (GATEWAY_HASHER) to key the model rather than for the ModelService's own hasher. */
+  setAffinity(modelService: string, mode: AffinityMode, extra?: Record<string, unknown>, wait?: { hasher?: boolean; gatewayHasher?: boolean }): Promise<void>;
   /** Rewrites a ModelService's HTTPRoute over these clusters (by name) and waits until Envoy has the new endpoints. */
   setRouteClusters(modelService: string, clusterNames: readonly string[]): Promise<void>;
   /** Runs fn with the Gateway's ClientTrafficPolicy (the early x-prompt-hash removal) deleted, then puts it back. */
@@ -122,6 +127,8 @@ export interface RoutedBy {
   aiGatewayRoute?: { namespace: string; name: string };
   /** false: do not wait for a hasher-set x-prompt-hash. */
   hasher?: boolean;
+  /** The Gateway hasher's Deployment (src/gateway-hasher.ts) to wait for, with a --model for `model`, instead of the ModelService's own. */
+  gatewayHasher?: string;
   diagnose?: () => string;
 }
 
@@ -152,7 +159,16 @@ export async function waitUntilRouted(r: RoutedBy): Promise<void> {
   // A filter added or removed is a new listener: connections opened before keep the old filters.
   resetConnections();
   if (mode !== 'PrefixHash') return;
-  await r.hashers.waitForPod(generatedNames(ms).prefixHash, 90_000);
+  if (r.gatewayHasher === undefined) await r.hashers.waitForPod(generatedNames(ms).prefixHash, 90_000);
+  else {
+    const { gatewayHasher, model } = r;
+    await waitFor(
+      `the Gateway hasher ${gatewayHasher} to key ${model}`,
+      async () => r.hashers.pod(gatewayHasher)?.args.some((a) => a.startsWith(`${model}=`)) ?? false,
+      90_000,
+      r.diagnose,
+    );
+  }
   if (r.hasher === false) return;
   await waitFor(
     `requests to ${ms} to carry a hasher-set x-prompt-hash`,
@@ -193,7 +209,8 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
       HOSTNAME: 'data-plane-reconciler',
     });
     stops.push(() => reconciler.stop());
-    const hashers = startHasherPods({ kubectl: k, namespace: ns, dir });
+    // A Gateway's hasher sits in the Gateway's namespace.
+    const hashers = startHasherPods({ kubectl: k, namespace: ns, alsoNamespaces: ai === undefined ? [] : [GATEWAY_NAMESPACE], dir });
     stops.push(() => hashers.stop());
     await k.kubectlOk(['apply', '-f', '-'], {
       input: yamlDocuments([
@@ -205,13 +222,13 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
     const models = options.aiGateway?.models;
     const url = (ms: string) => (models === undefined ? `${dataPlane.gatewayUrl}${routePrefix(ns, ms)}v1/chat/completions` : `${dataPlane.gatewayUrl}/v1/chat/completions`);
 
-    async function setAffinity(ms: string, mode: AffinityMode, extra: Record<string, unknown> = {}, wait: { hasher?: boolean } = {}): Promise<void> {
+    async function setAffinity(ms: string, mode: AffinityMode, extra: Record<string, unknown> = {}, wait: { hasher?: boolean; gatewayHasher?: boolean } = {}): Promise<void> {
       const affinity = mode === 'Session' ? { type: mode, sessionHeader: SESSION_HEADER, ...extra } : { type: mode, ...extra };
       await k.kubectlOk(['apply', '-f', '-'], {
         input: stringify({ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: ms, namespace: ns }, spec: { endpoints: clusters.map(() => ({ weight: 1 })), affinity } }),
       });
-      const ai = models === undefined ? {} : { model: models[ms], aiGatewayRoute: options.aiGateway?.routes?.[ms] ?? { namespace: ns, name: ms } };
-      await waitUntilRouted({ dataPlane, hashers, namespace: ns, modelService: ms, mode, url: url(ms), ...ai, ...wait, diagnose: () => reconciler.tail(20) });
+      const ai = models === undefined ? {} : { model: models[ms], aiGatewayRoute: options.aiGateway?.routes?.[ms] ?? { namespace: ns, name: ms }, ...(wait.gatewayHasher ? { gatewayHasher: GATEWAY_HASHER } : {}) };
+      await waitUntilRouted({ dataPlane, hashers, namespace: ns, modelService: ms, mode, url: url(ms), ...ai, ...(wait.hasher === undefined ? {} : { hasher: wait.hasher }), diagnose: () => reconciler.tail(20) });
     }
 
     async function withoutClientTrafficPolicy(fn: () => Promise<void>): Promise<void> {

@@ -30,6 +30,7 @@ interface Deployment extends KubeObject {
 
 export interface HasherPod {
   deployment: string;
+  namespace: string;
   address: string;
   process: ManagedProcess;
   args: string[];
@@ -70,7 +71,12 @@ async function healthy(address: string, port: number): Promise<boolean> {
   });
 }
 
-export function startHasherPods(options: { kubectl: Kubectl; namespace: string; dir: string; pollMs?: number }): HasherPods {
+/**
+ * `namespace`: where the ModelServices' hashers run; `alsoNamespaces`: more
+ * namespaces to run ours in (a Gateway's hasher sits in the Gateway's). Pods
+ * are found by their Deployment's name, which must differ across them.
+ */
+export function startHasherPods(options: { kubectl: Kubectl; namespace: string; alsoNamespaces?: readonly string[]; dir: string; pollMs?: number }): HasherPods {
   const k = options.kubectl;
   const pods = new Map<string, HasherPod>();
   const addresses: string[] = [];
@@ -88,7 +94,7 @@ export function startHasherPods(options: { kubectl: Kubectl; namespace: string; 
         kind: 'EndpointSlice',
         metadata: {
           name: `${name}-testbed`,
-          namespace: options.namespace,
+          namespace: deployment.metadata.namespace,
           labels: { 'kubernetes.io/service-name': name, 'endpointslice.kubernetes.io/managed-by': 'testbed-kubelet' },
         },
         addressType: 'IPv4',
@@ -99,9 +105,12 @@ export function startHasherPods(options: { kubectl: Kubectl; namespace: string; 
   }
 
   async function sync(): Promise<void> {
-    const list = JSON.parse(await k.kubectlOk(['get', 'deployments', '-n', options.namespace, '-l', MANAGED_BY, '-o', 'json'])) as { items: Deployment[] };
+    const items: Deployment[] = [];
+    for (const namespace of [options.namespace, ...(options.alsoNamespaces ?? [])]) {
+      items.push(...(JSON.parse(await k.kubectlOk(['get', 'deployments', '-n', namespace, '-l', MANAGED_BY, '-o', 'json'])) as { items: Deployment[] }).items);
+    }
     const seen = new Set<string>();
-    for (const deployment of list.items) {
+    for (const deployment of items) {
       const name = deployment.metadata.name as string;
       seen.add(name);
       const container = deployment.spec.template.spec.containers[0];
@@ -120,7 +129,7 @@ export function startHasherPods(options: { kubectl: Kubectl; namespace: string; 
       const env = Object.fromEntries((container.env ?? []).map((e) => [e.name, e.value ?? '']));
       const grpcPort = container.ports?.find((p) => p.name === 'grpc')?.containerPort ?? 9002;
       const proc = launch(name, address, args, env);
-      const pod: HasherPod = { deployment: name, address, process: proc, args };
+      const pod: HasherPod = { deployment: name, namespace: deployment.metadata.namespace ?? options.namespace, address, process: proc, args };
       pods.set(name, pod);
       await waitFor(`hasher ${name} on ${address}:${grpcPort}`, () => healthy(address, grpcPort), 30_000, () => proc.tail());
       pod.ready = true;
@@ -130,7 +139,7 @@ export function startHasherPods(options: { kubectl: Kubectl; namespace: string; 
       if (seen.has(name)) continue;
       pods.delete(name);
       await pod.process.stop();
-      await k.kubectl(['delete', 'endpointslice', `${name}-testbed`, '-n', options.namespace, '--ignore-not-found']);
+      await k.kubectl(['delete', 'endpointslice', `${name}-testbed`, '-n', pod.namespace, '--ignore-not-found']);
     }
   }
 
@@ -154,7 +163,7 @@ export function startHasherPods(options: { kubectl: Kubectl; namespace: string; 
   return {
     pod: (deployment) => (pods.get(deployment)?.ready ? pods.get(deployment) : undefined),
     async waitForPod(deployment, timeoutMs = 60_000) {
-      await waitFor(`the hasher of Deployment ${options.namespace}/${deployment}`, async () => pods.get(deployment)?.ready === true, timeoutMs);
+      await waitFor(`the hasher of Deployment ${deployment}`, async () => pods.get(deployment)?.ready === true, timeoutMs);
       return need(deployment);
     },
     async kill(deployment) {
@@ -169,7 +178,7 @@ export function startHasherPods(options: { kubectl: Kubectl; namespace: string; 
     async restart(deployment) {
       const pod = need(deployment);
       await pod.process.stop('SIGKILL');
-      const list = JSON.parse(await k.kubectlOk(['get', 'deployment', deployment, '-n', options.namespace, '-o', 'json'])) as Deployment;
+      const list = JSON.parse(await k.kubectlOk(['get', 'deployment', deployment, '-n', pod.namespace, '-o', 'json'])) as Deployment;
       const container = list.spec.template.spec.containers[0] as Container;
       const env = Object.fromEntries((container.env ?? []).map((e) => [e.name, e.value ?? '']));
       pod.process = launch(deployment, pod.address, pod.args, env);
