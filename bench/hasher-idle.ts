@@ -139,8 +139,11 @@ async function main(): Promise<void> {
     await waitFor('the hasher to answer with the expected x-prompt-hash', async () => (await oneExchange(probe, body)) === expected, 60_000, () => hasher.tail());
     probe.close();
 
+    const metricsText = async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     const scrape = async (): Promise<Scrape> => {
-      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      // While h2load runs this process is blocked, and the hasher closes the
+      // kept-alive metrics connection it idled on: the first try then fails.
+      const text = await metricsText().catch(metricsText);
       return {
         hashed: sampleSum(text, 'ext_proc_messages_total', { outcome: 'hashed' }),
         open: sampleSum(text, 'ext_proc_streams_open'),
