@@ -20,8 +20,9 @@
 // ticks). Saturation and the stream count are measured once, before round 1.
 // Every run's requests are checked against the hasher's hashed answers.
 // Per run, from /proc and from the hasher's /metrics read between runs: CPU
-// per request, RSS, V8 collections (count and total pause by kind) and the
-// event loop's largest delay.
+// per request, how long the hasher waited for its core (schedstat: other
+// sessions' work on the shared machine), RSS, V8 collections (count and
+// total pause by kind) and the event loop's longest stall.
 //
 //   npm run bench:hasher-idle        # node bench/hasher-idle.ts --rounds 8 --seconds 5 --idle 1000
 import { execFileSync } from 'node:child_process';
@@ -37,7 +38,7 @@ import { freePort, startProcess, waitFor } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
 import { shape } from './client-shapes.ts';
 import { h2load, requireH2load, writeExtProcRequest, type H2loadRun } from './h2load.ts';
-import { alternatingRunsAsync, cpuSeconds, median, memoryMiB, sampleSum } from './stats.ts';
+import { alternatingRunsAsync, cpuSeconds, median, memoryMiB, runQueueWaitSeconds, sampleSum } from './stats.ts';
 
 const SERVER_CORE = '0';
 const CLIENT_CORE = '1';
@@ -88,6 +89,8 @@ const GC_KINDS = ['minor', 'major', 'incremental'] as const;
 
 interface RunFigures extends H2loadRun {
   cpuMsPerRequest: number;
+  /** How long the hasher's threads waited for a CPU during the run: other work on the shared machine, not the idle streams. */
+  runQueueWaitMs: number;
   rssMiB: number;
   gc: Record<string, { count: number; ms: number }>;
   /**
@@ -161,15 +164,17 @@ async function main(): Promise<void> {
       // The event-loop figures reset at each scrape: this one starts the run's window.
       const before = await scrape();
       const cpu0 = cpuSeconds(pid);
+      const wait0 = runQueueWaitSeconds(pid);
       const result = run(o);
       const cpu = cpuSeconds(pid) - cpu0;
+      const runQueueWaitMs = 1000 * (runQueueWaitSeconds(pid) - wait0);
       const rssMiB = memoryMiB(pid, 'VmRSS');
       const after = await scrape();
       if (after.hashed - before.hashed !== o.requests) throw new Error(`${after.hashed - before.hashed} hashed answers for ${o.requests} h2load requests`);
       const gc = Object.fromEntries(
         GC_KINDS.map((kind) => [kind, { count: (after.gcCount[kind] ?? 0) - (before.gcCount[kind] ?? 0), ms: 1000 * ((after.gcSeconds[kind] ?? 0) - (before.gcSeconds[kind] ?? 0)) }]),
       );
-      return { ...result, cpuMsPerRequest: (1000 * cpu) / o.requests, rssMiB, gc, loopStallMs: Math.max(0, after.loopMaxMs - LOOP_SAMPLER_MS) };
+      return { ...result, cpuMsPerRequest: (1000 * cpu) / o.requests, runQueueWaitMs, rssMiB, gc, loopStallMs: Math.max(0, after.loopMaxMs - LOOP_SAMPLER_MS) };
     };
 
     // Warm-up: V8 tiers the hot path up and sizes its heap over the first tens of thousands of requests.
@@ -253,6 +258,8 @@ interface Round {
   idle: ConditionFigures;
 }
 
+const gcMs = (f: RunFigures) => GC_KINDS.reduce((sum, kind) => sum + (f.gc[kind]?.ms ?? 0), 0);
+
 function report(rounds: Round[], inFlight: number, openRate: number): string {
   const ms = (x: number) => x.toFixed(2);
   const gcCell = (f: RunFigures) => `${f.gc.major?.count ?? 0} / ${ms(f.gc.major?.ms ?? 0)}; ${f.gc.minor?.count ?? 0} / ${ms(f.gc.minor?.ms ?? 0)}`;
@@ -261,25 +268,28 @@ function report(rounds: Round[], inFlight: number, openRate: number): string {
     lines.push(
       `### ${label}`,
       '',
-      '| round | first | load average | alone p50 / p99 ms | idle p50 / p99 ms | p99 idle / alone | CPU ms per request alone / idle | RSS MiB alone / idle | GCs alone: major count / ms; minor count / ms | GCs idle: major count / ms; minor count / ms | longest event-loop stall ms alone / idle (≥) |',
-      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+      '| round | first | load average | alone p50 / p99 ms | idle p50 / p99 ms | p99 idle / alone | CPU ms per request alone / idle | hasher run-queue wait ms alone / idle | RSS MiB alone / idle | GCs alone: major count / ms; minor count / ms | GCs idle: major count / ms; minor count / ms | longest event-loop stall ms alone / idle (≥) |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     );
     for (const r of rounds) {
       const [a, b] = [r.alone[kind], r.idle[kind]];
       lines.push(
         `| ${r.round} | ${r.first} | ${r.loadAverage} | ${ms(a.p50Ms)} / ${ms(a.p99Ms)} | ${ms(b.p50Ms)} / ${ms(b.p99Ms)} | ${(b.p99Ms / a.p99Ms).toFixed(2)} | ` +
-          `${a.cpuMsPerRequest.toFixed(3)} / ${b.cpuMsPerRequest.toFixed(3)} | ${a.rssMiB.toFixed(0)} / ${b.rssMiB.toFixed(0)} | ${gcCell(a)} | ${gcCell(b)} | ${a.loopStallMs.toFixed(0)} / ${b.loopStallMs.toFixed(0)} |`,
+          `${a.cpuMsPerRequest.toFixed(3)} / ${b.cpuMsPerRequest.toFixed(3)} | ${a.runQueueWaitMs.toFixed(0)} / ${b.runQueueWaitMs.toFixed(0)} | ${a.rssMiB.toFixed(0)} / ${b.rssMiB.toFixed(0)} | ${gcCell(a)} | ${gcCell(b)} | ${a.loopStallMs.toFixed(0)} / ${b.loopStallMs.toFixed(0)} |`,
       );
     }
     const ratios = rounds.map((r) => r.idle[kind].p99Ms / r.alone[kind].p99Ms);
     const within = ratios.filter((x) => x <= GOAL).length;
     const med = median(ratios);
     const of = (c: Condition, q: 'p50Ms' | 'p99Ms') => ms(median(rounds.map((r) => r[c][kind][q])));
+    const per = (c: Condition, figure: (f: RunFigures) => number, digits = 0) => median(rounds.map((r) => figure(r[c][kind]))).toFixed(digits);
     lines.push(
       '',
       `Summary, ${label}, over ${rounds.length} rounds: alone p50 ${of('alone', 'p50Ms')} ms, p99 ${of('alone', 'p99Ms')} ms (medians); with ${IDLE} idle streams p50 ${of('idle', 'p50Ms')} ms, p99 ${of('idle', 'p99Ms')} ms; ` +
         `p99 idle / alone: median ${med.toFixed(2)} (rounds ${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}), within ${GOAL}× in ${within} of ${rounds.length} rounds; ` +
-        `goal p99 within ${GOAL}× (median over rounds): ${med <= GOAL ? 'met' : 'NOT met'}`,
+        `goal p99 within ${GOAL}× (median over rounds): ${med <= GOAL ? 'met' : 'NOT met'}. ` +
+        `Medians per run, alone / idle: GC pauses ${per('alone', gcMs)} / ${per('idle', gcMs)} ms, run-queue wait ${per('alone', (f) => f.runQueueWaitMs)} / ${per('idle', (f) => f.runQueueWaitMs)} ms, ` +
+        `CPU per request ${per('alone', (f) => f.cpuMsPerRequest, 3)} / ${per('idle', (f) => f.cpuMsPerRequest, 3)} ms`,
       '',
     );
   }

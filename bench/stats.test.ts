@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { alternatingPair, alternatingRuns, alternatingRunsAsync, median, sampleSum } from './stats.ts';
+import { alternatingPair, alternatingRuns, alternatingRunsAsync, cpuSeconds, median, runQueueWaitSeconds, sampleSum } from './stats.ts';
 
 describe('alternatingPair', () => {
   it('runs a first at even indexes and b first at odd ones, and returns the results in [a, b] order', () => {
@@ -67,5 +67,18 @@ describe('median and sampleSum', () => {
     const text = ['# HELP x_total x', 'x_total{path="mutate",result="patched"} 3', 'x_total{path="validate",result="allowed"} 4', 'x_total_other 9'].join('\n');
     expect(sampleSum(text, 'x_total')).toBe(7);
     expect(sampleSum(text, 'x_total', { path: 'mutate' })).toBe(3);
+  });
+});
+
+describe('runQueueWaitSeconds', () => {
+  it('reads a live process\'s run-queue wait, which only grows', () => {
+    const before = runQueueWaitSeconds(process.pid);
+    const end = cpuSeconds(process.pid) + 0.05;
+    while (cpuSeconds(process.pid) < end) {
+      /* keep the thread runnable */
+    }
+    const after = runQueueWaitSeconds(process.pid);
+    expect(Number.isFinite(before)).toBe(true);
+    expect(after).toBeGreaterThanOrEqual(before);
   });
 });

@@ -1,7 +1,7 @@
 // Small shared helpers for the benchmark scripts: percentiles, medians,
 // Markdown table rows, a process's CPU time and memory from /proc, and
 // samples from a Prometheus text exposition.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export function percentile(sortedMs: number[], p: number): number {
   if (sortedMs.length === 0) return Number.NaN;
@@ -63,6 +63,23 @@ export function formatRow(cells: (string | number)[]): string {
 export function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * Seconds a process's threads have spent runnable but waiting for a CPU
+ * (the second field of each /proc/<pid>/task/<tid>/schedstat): time other
+ * work on the machine kept it off its core.
+ */
+export function runQueueWaitSeconds(pid: number): number {
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]);
+    } catch {
+      /* the thread ended between the listing and the read */
+    }
+  }
+  return ns / 1e9;
 }
 
 /** A memory line of /proc/<pid>/status in MiB: VmRSS is the resident set now, VmHWM its peak so far. */
