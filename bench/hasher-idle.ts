@@ -24,9 +24,12 @@
 // sessions' work on the shared machine), RSS, V8 collections (count and
 // total pause by kind) and the event loop's longest stall.
 //
-//   npm run bench:hasher-idle        # node bench/hasher-idle.ts --rounds 8 --seconds 5 --idle 1000
+// --trace-gc runs the hasher with V8's --trace-gc-nvp and reports what its
+// scavenges spent their time on in each condition.
+//
+//   npm run bench:hasher-idle        # node bench/hasher-idle.ts --rounds 8 --seconds 5 --idle 1000 [--trace-gc]
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -55,9 +58,11 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '8' },
     seconds: { type: 'string', default: '5' },
     idle: { type: 'string', default: '1000' },
+    'trace-gc': { type: 'boolean', default: false },
   },
 });
 const ROUNDS = Number(args.rounds);
+const TRACE_GC = args['trace-gc'] as boolean;
 const SECONDS = Number(args.seconds);
 const IDLE = Number(args.idle);
 
@@ -92,6 +97,8 @@ interface RunFigures extends H2loadRun {
   /** How long the hasher's threads waited for a CPU during the run: other work on the shared machine, not the idle streams. */
   runQueueWaitMs: number;
   rssMiB: number;
+  /** With --trace-gc: the scavenges' mean phase times (V8's --trace-gc-nvp). */
+  phases: ScavengePhases | undefined;
   gc: Record<string, { count: number; ms: number }>;
   /**
    * The longest event-loop stall the hasher's sampler saw during the run: its
@@ -125,11 +132,13 @@ async function main(): Promise<void> {
   process.stdout.write(`${ROUNDS} rounds, ${IDLE} idle streams, runs of about ${SECONDS} s\n\n`);
 
   const [port, metricsPort] = [await freePort(), await freePort()];
+  const command = ['taskset', '-c', SERVER_CORE, process.execPath, ...(TRACE_GC ? ['--trace-gc-nvp'] : []), cli, 'ext-proc', '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES)];
+  // V8's GC lines go straight to a file: a pipe to this process, which h2load runs block, would fill and stall the hasher.
+  const gcLog = join(dir, 'hasher.gc.log');
   const hasher = startProcess(
-    'taskset',
-    ['-c', SERVER_CORE, process.execPath, cli, 'ext-proc', '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES)],
+    ...((TRACE_GC ? ['sh', ['-c', 'exec "$@" > "$GC_LOG"', 'sh', ...command]] : [command[0], command.slice(1)]) as [string, string[]]),
     join(dir, 'hasher.log'),
-    { ...process.env, ...Object.fromEntries(EXT_PROC_ENV.map((e) => [e.name, e.value])) },
+    { ...process.env, ...Object.fromEntries(EXT_PROC_ENV.map((e) => [e.name, e.value])), GC_LOG: gcLog },
   );
   const pid = hasher.child.pid as number;
   const address = `127.0.0.1:${port}`;
@@ -165,6 +174,7 @@ async function main(): Promise<void> {
       const before = await scrape();
       const cpu0 = cpuSeconds(pid);
       const wait0 = runQueueWaitSeconds(pid);
+      const gcLogAt = TRACE_GC ? statSync(gcLog).size : 0;
       const result = run(o);
       const cpu = cpuSeconds(pid) - cpu0;
       const runQueueWaitMs = 1000 * (runQueueWaitSeconds(pid) - wait0);
@@ -174,7 +184,8 @@ async function main(): Promise<void> {
       const gc = Object.fromEntries(
         GC_KINDS.map((kind) => [kind, { count: (after.gcCount[kind] ?? 0) - (before.gcCount[kind] ?? 0), ms: 1000 * ((after.gcSeconds[kind] ?? 0) - (before.gcSeconds[kind] ?? 0)) }]),
       );
-      return { ...result, cpuMsPerRequest: (1000 * cpu) / o.requests, runQueueWaitMs, rssMiB, gc, loopStallMs: Math.max(0, after.loopMaxMs - LOOP_SAMPLER_MS) };
+      const phases = TRACE_GC ? scavengePhases(readFileSync(gcLog).subarray(gcLogAt).toString('latin1')) : undefined;
+      return { ...result, cpuMsPerRequest: (1000 * cpu) / o.requests, runQueueWaitMs, rssMiB, gc, phases, loopStallMs: Math.max(0, after.loopMaxMs - LOOP_SAMPLER_MS) };
     };
 
     // Warm-up: V8 tiers the hot path up and sizes its heap over the first tens of thousands of requests.
@@ -258,6 +269,30 @@ interface Round {
   idle: ConditionFigures;
 }
 
+/** What a scavenge spends its time on, as means over the scavenges of a run. */
+interface ScavengePhases {
+  scavenges: number;
+  /** Mean of each --trace-gc-nvp field below, ms (bytes for `promoted` and `new_space_survived`). */
+  means: Record<(typeof SCAVENGE_FIELDS)[number], number>;
+}
+
+const SCAVENGE_FIELDS = ['pause', 'scavenge.roots', 'scavenge.parallel', 'scavenge.weak_global_handles.identify', 'scavenge.weak_global_handles.process', 'scavenge.update_refs', 'promoted', 'new_space_survived'] as const;
+
+/** The scavenges (`gc=s`) among V8's --trace-gc-nvp lines, averaged field by field. */
+function scavengePhases(log: string): ScavengePhases {
+  const sums = Object.fromEntries(SCAVENGE_FIELDS.map((f) => [f, 0])) as Record<(typeof SCAVENGE_FIELDS)[number], number>;
+  let scavenges = 0;
+  for (const line of log.split('\n')) {
+    if (!/ gc=s /.test(line)) continue;
+    scavenges++;
+    const fields = new Map([...line.matchAll(/ ([\w.]+)=([\d.]+)/g)].map((m) => [m[1] as string, Number(m[2])]));
+    for (const f of SCAVENGE_FIELDS) sums[f] += fields.get(f) ?? 0;
+  }
+  const means = Object.fromEntries(SCAVENGE_FIELDS.map((f) => [f, scavenges === 0 ? 0 : sums[f] / scavenges])) as ScavengePhases['means'];
+  return { scavenges, means };
+}
+
+const fmtPhase = (field: string, value: number) => (field === 'promoted' || field === 'new_space_survived' ? `${(value / 1024).toFixed(0)} KiB` : `${value.toFixed(3)} ms`);
 const gcMs = (f: RunFigures) => GC_KINDS.reduce((sum, kind) => sum + (f.gc[kind]?.ms ?? 0), 0);
 
 function report(rounds: Round[], inFlight: number, openRate: number): string {
@@ -292,6 +327,14 @@ function report(rounds: Round[], inFlight: number, openRate: number): string {
         `CPU per request ${per('alone', (f) => f.cpuMsPerRequest, 3)} / ${per('idle', (f) => f.cpuMsPerRequest, 3)} ms`,
       '',
     );
+    if (rounds[0]?.alone[kind].phases !== undefined) {
+      const phase = (c: Condition, f: (typeof SCAVENGE_FIELDS)[number]) => median(rounds.map((r) => r[c][kind].phases?.means[f] ?? Number.NaN));
+      lines.push(
+        `Scavenges (V8 --trace-gc-nvp), medians over rounds of each run's mean: ${SCAVENGE_FIELDS.map((f) => `${f} ${fmtPhase(f, phase('alone', f))} / ${fmtPhase(f, phase('idle', f))}`).join(', ')} (alone / idle); ` +
+          `scavenges per run ${median(rounds.map((r) => r.alone[kind].phases?.scavenges ?? 0))} / ${median(rounds.map((r) => r.idle[kind].phases?.scavenges ?? 0))}`,
+        '',
+      );
+    }
   }
   return lines.join('\n');
 }
