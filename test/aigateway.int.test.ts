@@ -433,15 +433,10 @@ describe("Modelplane's shape: an AIGatewayRoute per ModelService in modelplane-s
   const [OLDER, NEWER] = MODELPLANE_SHAPED;
   const routeName = modelplaneRoute;
   const model = modelplaneModel;
-  const streamsOf = async (ms: string) => {
-    const pod = fleet.hashers.pod(generatedNames(ms).prefixHash);
-    const text = pod === undefined ? '' : await (await fetch(`http://${pod.address}:9090/metrics`)).text();
-    return Number(/^ext_proc_streams_total (\d+)/m.exec(text)?.[1] ?? 0);
-  };
 
   beforeAll(async () => {
     // Only Modelplane's routes on the Gateway: the older ones of this file go.
-    for (const r of [OLDER_ROUTE, MS]) await tb.kubectlOk(['delete', 'aigatewayroute', r, '-n', ns]);
+    for (const r of [OLDER_ROUTE, MS]) await tb.kubectlOk(['delete', 'aigatewayroute', r, '-n', ns, '--ignore-not-found']);
     await tb.kubectlOk(['apply', '-f', '-'], {
       input: fleet.clusters
         .flatMap((c) => [
@@ -472,7 +467,7 @@ describe("Modelplane's shape: an AIGatewayRoute per ModelService in modelplane-s
     const first = firstMatch(liveRoutes(dump), PATH, {});
     say(`Modelplane's shape: first match ${first?.name}, enabling ${JSON.stringify(first?.enables)}`);
     const [older0, newer0, gateway0] = [await streamsOf(generatedNames(OLDER).prefixHash), await streamsOf(generatedNames(NEWER).prefixHash), await streamsOf(GATEWAY_HASHER)];
-    const gatewayPid = fleet.hashers.pod(GATEWAY_HASHER)?.process.child.pid;
+
     const trace = syntheticConversations(CONVERSATIONS, TURNS, 51);
     const results = await conversations(51, 'PrefixHash', model(NEWER));
     const streams = {
@@ -488,7 +483,7 @@ describe("Modelplane's shape: an AIGatewayRoute per ModelService in modelplane-s
     const ownSettings = sent.flatMap((turns, i) => turns.filter((b, t) => promptHash(b, 64, hash64, 'Conversation') === results[i]?.[t]?.promptHash)).length;
     const defaults = sent.flatMap((turns, i) => turns.filter((b, t) => promptHash(b, 1024, hash64, 'Conversation') === results[i]?.[t]?.promptHash)).length;
     say(
-      `Modelplane's shape: for ${l.requests} requests of ${NEWER}, streams opened ${JSON.stringify(streams)} (Gateway hasher pid ${gatewayPid} -> ${fleet.hashers.pod(GATEWAY_HASHER)?.process.child.pid}); ` +
+      `Modelplane's shape: for ${l.requests} requests of ${NEWER}, streams opened ${JSON.stringify(streams)}; ` +
         `hashes as ${NEWER}'s settings (Conversation, 64) give: ${ownSettings}/${l.requests}, as the defaults (Conversation, 1024) give: ${defaults}/${l.requests}`,
     );
     expect(policies.trim().split('\n')).toEqual([`backendtrafficpolicy.gateway.envoyproxy.io/${crossNamespaceNames(ns, NEWER).backendTrafficPolicy}`]);
