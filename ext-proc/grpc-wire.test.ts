@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { status as grpcJsStatus } from '@grpc/grpc-js';
-import { GrpcStatus, MessageReader, encodeGrpcMessage, frameMessage, statusName, statusTrailers } from './grpc-wire.ts';
+import { GrpcStatus, MessageReader, TruncatedMessage, encodeGrpcMessage, frameMessage, statusName, statusTrailers } from './grpc-wire.ts';
 
 const framed = (text: string) => frameMessage(Buffer.from(text));
 
@@ -63,6 +63,34 @@ describe('MessageReader', () => {
     const reader = new MessageReader(1024);
     expect(reader.push(framed('hello').subarray(0, 7))).toEqual([]);
     expect(reader.pending).toBe(true);
+  });
+
+  describe('keepingPrefix: a message longer than the limit', () => {
+    const long = Buffer.from(Array.from({ length: 10_000 }, (_, i) => (i * 13) & 0xff));
+    const stream = Buffer.concat([framed('before'), frameMessage(long), framed('after'), frameMessage(long.subarray(0, 1000))]);
+    const describeAll = (out: Array<Buffer | TruncatedMessage>) =>
+      out.map((m) => (m instanceof TruncatedMessage ? `cut ${m.prefix.length}/${m.length} ${m.prefix.equals(long.subarray(0, 1024))}` : m.length === 1000 ? `whole ${m.equals(long.subarray(0, 1000))}` : m.toString()));
+    it.each([
+      { name: 'in one chunk', at: [] },
+      { name: 'cut inside its prefix, its kept bytes and its dropped bytes', at: [8, 13, 500, 1030, 1040, 6000, 9000] },
+      { name: 'cut right after its kept bytes and right before the next message', at: [11 + 1029, 11 + 10_005] },
+      { name: 'one byte at a time', at: Array.from({ length: stream.length - 1 }, (_, i) => i + 1) },
+    ])('is handed out as its first bytes, the rest dropped, the messages around it intact: $name', ({ at }) => {
+      const reader = MessageReader.keepingPrefix(1024);
+      const out: Array<Buffer | TruncatedMessage> = [];
+      for (const piece of cut(stream, at)) {
+        const messages = reader.push(piece);
+        if (!Array.isArray(messages)) throw new Error(messages.message);
+        out.push(...messages.map((m) => (m instanceof TruncatedMessage ? m : Buffer.from(m))));
+      }
+      expect(describeAll(out)).toEqual(['before', 'cut 1024/10000 true', 'after', 'whole true']);
+      expect(reader.pending).toBe(false);
+    });
+    it('is pending while its dropped bytes still arrive', () => {
+      const reader = MessageReader.keepingPrefix(1024);
+      expect(reader.push(frameMessage(long).subarray(0, 2000))).toEqual([]);
+      expect(reader.pending).toBe(true);
+    });
   });
 
   it.each([

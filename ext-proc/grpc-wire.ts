@@ -71,9 +71,29 @@ let assembly = Buffer.allocUnsafe(0);
 const prefix = Buffer.allocUnsafe(5);
 
 /**
+ * The first maxMessageBytes bytes of a longer message, whose remaining bytes
+ * were read and dropped (MessageReader.keepingPrefix): behind Envoy AI
+ * Gateway, whose processor buffers whole bodies under a large connection
+ * buffer limit (50Mi in its examples), our BufferedPartial filter is handed
+ * the whole body in one message.
+ */
+export class TruncatedMessage {
+  readonly prefix: Buffer;
+  /** The declared length of the whole message. */
+  readonly length: number;
+
+  constructor(prefix: Buffer, length: number) {
+    this.prefix = prefix;
+    this.length = length;
+  }
+}
+
+/**
  * Splits a request stream into messages as its bytes arrive. A message whose
  * declared length is over maxMessageBytes is refused from its 5-byte prefix,
- * before any of it is buffered. Compressed messages are refused: the server
+ * before any of it is buffered, or, by a reader made with keepingPrefix,
+ * handed out as a TruncatedMessage of its first maxMessageBytes bytes (the
+ * rest is dropped as it arrives, never buffered). Compressed messages are refused: the server
  * advertises no grpc-accept-encoding, so a client has no reason to send one.
  *
  * Messages are views, not copies: into the chunk they arrived in, or, for a
@@ -81,18 +101,38 @@ const prefix = Buffer.allocUnsafe(5);
  * that the next push to any reader may overwrite. Use (or copy) the messages
  * of one push before the next.
  */
-export class MessageReader {
+export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
   private readonly maxMessageBytes: number;
+  private readonly keepPrefix: boolean;
   private readonly chunks: Buffer[] = [];
   private buffered = 0;
+  /** Bytes of a longer message still to drop, and its prefix, handed out once they are. */
+  private dropping = 0;
+  private truncated: TruncatedMessage | undefined;
 
-  constructor(maxMessageBytes: number) {
+  /** `keepPrefix`: use keepingPrefix, which types the messages as they then are. */
+  constructor(maxMessageBytes: number, keepPrefix = false) {
     this.maxMessageBytes = maxMessageBytes;
+    this.keepPrefix = keepPrefix;
+  }
+
+  /** A reader that hands out the first maxMessageBytes bytes of a longer message instead of refusing it. */
+  static keepingPrefix(maxMessageBytes: number): MessageReader<Buffer | TruncatedMessage> {
+    return new MessageReader<Buffer | TruncatedMessage>(maxMessageBytes, true);
   }
 
   /** The complete messages the chunk finishes, in order; an error ends the stream. */
-  push(chunk: Buffer): Buffer[] | WireError {
-    const messages: Buffer[] = [];
+  push(chunk: Buffer): M[] | WireError {
+    const messages: M[] = [];
+    if (this.dropping > 0) {
+      const dropped = Math.min(this.dropping, chunk.length);
+      this.dropping -= dropped;
+      if (this.dropping > 0) return messages;
+      messages.push(this.truncated as M);
+      this.truncated = undefined;
+      chunk = chunk.subarray(dropped);
+      if (chunk.length === 0) return messages;
+    }
     if (this.buffered === 0) {
       // Nothing is waiting (the usual case): the chunk's whole messages are
       // views into it, and only a message it does not finish is kept.
@@ -101,8 +141,8 @@ export class MessageReader {
         const length = chunk.readUInt32BE(at + 1);
         const refused = this.refusal(chunk[at] as number, length);
         if (refused !== undefined) return refused;
-        if (chunk.length - at < 5 + length) break;
-        messages.push(chunk.subarray(at + 5, at + 5 + length));
+        if (length > this.maxMessageBytes || chunk.length - at < 5 + length) break;
+        messages.push(chunk.subarray(at + 5, at + 5 + length) as M);
         at += 5 + length;
       }
       if (at === chunk.length) return messages;
@@ -116,8 +156,23 @@ export class MessageReader {
       const length = head.readUInt32BE(1);
       const refused = this.refusal(head[0] as number, length);
       if (refused !== undefined) return refused;
-      if (this.buffered < 5 + length) break;
-      messages.push(this.take(5 + length).subarray(5));
+      if (length <= this.maxMessageBytes) {
+        if (this.buffered < 5 + length) break;
+        messages.push(this.take(5 + length).subarray(5) as M);
+        continue;
+      }
+      // Longer than the limit (a keepingPrefix reader): keep a copy of the first bytes, drop the rest.
+      if (this.buffered < 5 + this.maxMessageBytes) break;
+      const kept = new TruncatedMessage(Buffer.from(this.take(5 + this.maxMessageBytes).subarray(5)), length);
+      const rest = length - this.maxMessageBytes;
+      const buffered = Math.min(rest, this.buffered);
+      this.drop(buffered);
+      if (buffered < rest) {
+        this.dropping = rest - buffered;
+        this.truncated = kept;
+        return messages;
+      }
+      messages.push(kept as M);
     }
     return messages;
   }
@@ -127,7 +182,7 @@ export class MessageReader {
     if (flag !== 0) {
       return { code: GrpcStatus.UNIMPLEMENTED, message: 'compressed messages are not accepted (no grpc-accept-encoding was offered)' };
     }
-    if (length > this.maxMessageBytes) {
+    if (length > this.maxMessageBytes && !this.keepPrefix) {
       return {
         code: GrpcStatus.RESOURCE_EXHAUSTED,
         message:
@@ -140,7 +195,7 @@ export class MessageReader {
 
   /** True when bytes of an unfinished message are waiting. */
   get pending(): boolean {
-    return this.buffered > 0;
+    return this.buffered > 0 || this.dropping > 0;
   }
 
   /** The first `bytes` buffered bytes copied into `into`, without consuming them. */

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { Command } from 'commander';
-import { fixedLengthValueFrames, frameMessage } from './grpc-wire.ts';
+import { TruncatedMessage, fixedLengthValueFrames, frameMessage } from './grpc-wire.ts';
 import {
   PROMPT_HASH_LENGTH,
   decodeRequest,
+  decodeTruncatedRequest,
   handleMessage,
   hashedBodyAnswer,
   loadXxh64,
@@ -361,5 +362,28 @@ describe('the ext-proc command: --model', () => {
     const { err, thrown } = parse([]);
     expect(thrown).toBe(true);
     expect(err).toMatch(/give --prefix-bytes <n>, or one --model/);
+  });
+});
+
+describe('decodeTruncatedRequest: the first bytes of a ProcessingRequest over the limit', () => {
+  const method = processMethod();
+  const big = Buffer.from(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'opening words' }, { role: 'assistant', content: 'x'.repeat(300_000) }] }));
+  const cutAt = (message: Buffer, bytes: number) => new TruncatedMessage(Buffer.from(message.subarray(0, bytes)), message.length);
+
+  it.each([1024, 131072])('gives the body cut where the message was cut (%i bytes kept), end_of_stream false, keyed like the whole body', (kept) => {
+    const serialized = method.requestSerialize({ request: 'request_body', request_body: { body: big, end_of_stream: true } });
+    const decoded = decodeTruncatedRequest(cutAt(serialized, kept));
+    if (!decoded.ok) throw new Error(decoded.message);
+    const body = decoded.request.request_body?.body as Uint8Array;
+    expect(decoded.request.request_body?.end_of_stream).toBe(false);
+    expect(Buffer.from(body).equals(big.subarray(0, body.length))).toBe(true);
+    expect(body.length).toBeGreaterThan(kept - 10);
+    expect(promptHash(body, N, hash64, 'Conversation')).toBe(promptHash(big, N, hash64, 'Conversation'));
+  });
+
+  it('refuses anything but a request body, naming the sizes', () => {
+    const headers = method.requestSerialize({ request: 'request_headers', request_headers: { headers: { headers: [{ key: 'x-big', raw_value: Buffer.alloc(200_000, 'a') }] } } });
+    expect(decodeTruncatedRequest(cutAt(headers, 131072))).toMatchObject({ ok: false, reason: 'too-large', message: `ProcessingRequest of ${headers.length} bytes exceeds the 131072-byte limit and is not a request body` });
+    expect(decodeTruncatedRequest(new TruncatedMessage(Buffer.from([0x22, 0xff]), 1_000_000))).toMatchObject({ ok: false, reason: 'too-large' });
   });
 });

@@ -6,7 +6,7 @@ import { PROMPT_HASH_HEADER } from '../src/affinity.ts';
 import { MODEL_HEADER } from '../src/ai-gateway.ts';
 import type { PrefixKey } from '../src/model-service.ts';
 import { conversationKey } from './conversation-key.ts';
-import { GrpcStatus } from './grpc-wire.ts';
+import { GrpcStatus, type TruncatedMessage } from './grpc-wire.ts';
 import type { ProcessingRequest, ProcessingResponse, RequestKind } from './protocol.ts';
 
 
@@ -267,4 +267,43 @@ export function decodeRequest(bytes: Buffer, deserialize: (bytes: Buffer) => Pro
     const detail = error instanceof Error ? error.message : String(error);
     return { ok: false, code: GrpcStatus.INVALID_ARGUMENT, reason: 'undecodable', message: `undecodable ProcessingRequest: ${detail}` };
   }
+}
+
+/** A protobuf varint at `at`: its value and where it ends, or undefined when the bytes end inside it (or it exceeds 2^53). */
+function readVarint(bytes: Buffer, at: number): { value: number; end: number } | undefined {
+  let value = 0;
+  for (let i = 0, scale = 1; at + i < bytes.length && i < 8; i++, scale *= 128) {
+    const byte = bytes[at + i] as number;
+    value += (byte & 0x7f) * scale;
+    if (byte < 0x80) return { value, end: at + i + 1 };
+  }
+  return undefined;
+}
+
+/** ProcessingRequest.request_body (field 4) and HttpBody.body (field 1), length-delimited: their tags. */
+const REQUEST_BODY_TAG = (4 << 3) | 2;
+const BODY_TAG = (1 << 3) | 2;
+
+/**
+ * The request_body of a ProcessingRequest longer than the limit, from its
+ * first bytes (grpc-wire.ts TruncatedMessage): the body's first bytes, as a
+ * cut body (end_of_stream false), which is all a key needs (SPEC §4: a cut
+ * body keys like the whole). Envoy writes fields in number order, so
+ * request_body (4) and its body (1) come first. Any other long message is
+ * refused as before.
+ */
+export function decodeTruncatedRequest(message: TruncatedMessage): Decoded {
+  const tooLarge: Rejection = {
+    ok: false,
+    code: GrpcStatus.RESOURCE_EXHAUSTED,
+    reason: 'too-large',
+    message: `ProcessingRequest of ${message.length} bytes exceeds the ${message.prefix.length}-byte limit and is not a request body`,
+  };
+  const bytes = message.prefix;
+  if (bytes[0] !== REQUEST_BODY_TAG) return tooLarge;
+  const outer = readVarint(bytes, 1);
+  if (outer === undefined || bytes[outer.end] !== BODY_TAG) return tooLarge;
+  const inner = readVarint(bytes, outer.end + 1);
+  if (inner === undefined) return tooLarge;
+  return { ok: true, request: { request: 'request_body', request_body: { body: bytes.subarray(inner.end, Math.min(bytes.length, inner.end + inner.value)), end_of_stream: false } } };
 }

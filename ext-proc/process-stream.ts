@@ -6,8 +6,8 @@
 import type http2 from 'node:http2';
 import type { Logger } from 'pino';
 import { Call } from './grpc-call.ts';
-import { GrpcStatus, MessageReader, fixedLengthValueFrames, frameMessage, statusName } from './grpc-wire.ts';
-import { HEADERS_ANSWER, HEADERS_ANSWER_CLEARING_ROUTE, PROMPT_HASH_LENGTH, decodeRequest, handleMessage, hashedBodyAnswer, type Answer, type ErrorReason, type HandlerConfig, type KeySettings, type Phase } from './handlers.ts';
+import { GrpcStatus, MessageReader, TruncatedMessage, fixedLengthValueFrames, frameMessage, statusName } from './grpc-wire.ts';
+import { HEADERS_ANSWER, HEADERS_ANSWER_CLEARING_ROUTE, PROMPT_HASH_LENGTH, decodeRequest, decodeTruncatedRequest, handleMessage, hashedBodyAnswer, type Answer, type ErrorReason, type HandlerConfig, type KeySettings, type Phase } from './handlers.ts';
 import type { ExtProcMetrics } from './metrics.ts';
 import { processMethod } from './protocol.ts';
 
@@ -22,14 +22,14 @@ class ProcessStream implements LiveStream {
   phase: Phase = 'awaiting-headers';
   /** The request's key settings once its headers chose them (Gateway-level hasher); undefined: the config's. */
   settings: KeySettings | null | undefined = undefined;
-  readonly reader: MessageReader;
+  readonly reader: MessageReader<Buffer | TruncatedMessage>;
   prev: ProcessStream | undefined = undefined;
   next: ProcessStream | undefined = undefined;
   listed = false;
 
   constructor(stream: http2.ServerHttp2Stream, maxMessageBytes: number) {
     this.call = new Call(stream);
-    this.reader = new MessageReader(maxMessageBytes);
+    this.reader = MessageReader.keepingPrefix(maxMessageBytes);
   }
 }
 
@@ -131,7 +131,7 @@ export function createProcessLoop(options: ProcessLoopOptions): (stream: http2.S
     }
     for (const bytes of messages) {
       const started = performance.now();
-      const decoded = decodeRequest(bytes, method.requestDeserialize);
+      const decoded = bytes instanceof TruncatedMessage ? decodeTruncatedRequest(bytes) : decodeRequest(bytes, method.requestDeserialize);
       const result = decoded.ok ? handleMessage(entry.phase, decoded.request, config, entry.settings) : decoded;
       if (!result.ok) {
         fail(entry, result.reason, result.code, result.message);

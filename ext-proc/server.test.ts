@@ -76,6 +76,8 @@ const base: HeaderList = [
 const long = chatBody(`${MARKER} ${'x'.repeat(5000)}`);
 const utf8Split = Buffer.concat([Buffer.from('a'.repeat(N - 1)), Buffer.from('€ and more')]);
 const binary = Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 37) & 0xff));
+const huge = Buffer.alloc(2 * 1024 * 1024, 'h');
+huge.write(MARKER, 2 * 1024 * 1024 - 100);
 const partial = Buffer.alloc(32768, 'p');
 partial.write(MARKER);
 
@@ -100,6 +102,13 @@ describe('the prefix hasher, as Envoy Gateway drives it', () => {
       body: partial,
       bodyEndOfStream: false,
       hash: referencePromptHash(partial.subarray(0, N), N),
+    },
+    {
+      // Behind Envoy AI Gateway (a 50Mi connection buffer in its examples) the whole body comes in one message.
+      name: 'a 2 MiB body in one message is hashed on its first N bytes; the bytes past the 128 KiB limit are dropped unread',
+      headers: base,
+      body: huge,
+      hash: referencePromptHash(huge.subarray(0, N), N),
     },
   ])('$name', async ({ headers, body, bodyEndOfStream, hash }) => {
     const { client } = await start();
@@ -181,16 +190,16 @@ describe('the prefix hasher, as Envoy Gateway drives it', () => {
       details: /^out-of-order request_headers/,
     },
     {
-      name: 'a message over the 128 KiB limit',
-      messages: [method.requestSerialize(bodyMessage(Buffer.alloc(200 * 1024, MARKER), true))],
+      name: 'a headers message over the 128 KiB limit',
+      messages: [method.requestSerialize(headersMessage([...base, ['x-big', MARKER.repeat(12_000)]], false))],
       code: grpc.status.RESOURCE_EXHAUSTED,
-      details: /^ProcessingRequest of 2048\d\d bytes exceeds the 131072-byte limit \(a BufferedPartial body message is at most the connection buffer limit/,
+      details: /^ProcessingRequest of 21\d{4} bytes exceeds the 131072-byte limit and is not a request body$/,
     },
     {
-      name: 'a 2 MiB message',
-      messages: [method.requestSerialize(bodyMessage(Buffer.alloc(2 * 1024 * 1024), true))],
-      code: grpc.status.RESOURCE_EXHAUSTED,
-      details: /^ProcessingRequest of 20971\d\d bytes exceeds the 131072-byte limit/,
+      name: 'a 2 MiB body before the headers (its first bytes kept, the rest dropped)',
+      messages: [method.requestSerialize(bodyMessage(Buffer.alloc(2 * 1024 * 1024, MARKER), true))],
+      code: grpc.status.FAILED_PRECONDITION,
+      details: /^out-of-order request_body: expected request_headers first$/,
     },
   ])('ends the stream of $name with a gRPC error, logs no body bytes, and keeps serving', async ({ messages, code, details }) => {
     const { address, client, logs } = await start();

@@ -310,7 +310,7 @@ export class Reconciler {
         writing = object;
         await this.writer.apply(key, object).catch(async (error: unknown) => {
           const live = cache.get(object.kind, object.metadata.namespace ?? namespace, object.metadata.name ?? '');
-          if (!mustRecreate(error as { status?: number }, live, ms.metadata.uid ?? '')) throw error;
+          if (!mustRecreate(error as { status?: number }, live, ms)) throw error;
           await this.writer.delete(key, live as KubeObject);
           await this.writer.apply(key, object);
           this.logger.warn({ object: objectKey(object), error: (error as Error).message }, 'recreated: the API server refused to repair it in place');

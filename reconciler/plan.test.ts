@@ -412,5 +412,17 @@ describe('mustRecreate', () => {
     { name: "someone else's object is never deleted", status: 422, live: squatter, recreate: false },
     { name: 'an object that does not exist is not recreated', status: 422, live: null, recreate: false },
     { name: 'other refusals are retried, not recreated', status: 409, live: ours, recreate: false },
-  ])('$name', ({ status, live, recreate }) => expect(mustRecreate({ status }, live, UID)).toBe(recreate));
+    {
+      name: 'its policy beside an AIGatewayRoute of another namespace (labelled, no owner): recreate it',
+      status: 422,
+      live: { ...squatter, metadata: { name: 'p', namespace: 'modelplane-system', labels: { 'app.kubernetes.io/managed-by': 'modelplane-affinity', 'affinity.modelplane.ai/model-service': 'kimi', 'affinity.modelplane.ai/model-service-namespace': 'ml' } } },
+      recreate: true,
+    },
+    {
+      name: "another ModelService's policy there is never deleted",
+      status: 422,
+      live: { ...squatter, metadata: { name: 'p', namespace: 'modelplane-system', labels: { 'app.kubernetes.io/managed-by': 'modelplane-affinity', 'affinity.modelplane.ai/model-service': 'qwen', 'affinity.modelplane.ai/model-service-namespace': 'ml' } } },
+      recreate: false,
+    },
+  ])('$name', ({ status, live, recreate }) => expect(mustRecreate({ status }, live, owned(SESSION))).toBe(recreate));
 });

@@ -220,8 +220,10 @@ export function writeFailed(ms: ModelService, object: KubeObject | undefined, er
  * Server-side apply cannot repair every hand edit: a field another manager
  * now owns stays, and can make our apply invalid (a Service port whose number
  * was edited keeps its name, so ours is a duplicate: 422). Such an object, if
- * it is ours, is deleted (uid precondition) and applied afresh.
+ * it is ours (controlled by the ModelService, or in another namespace
+ * labelled as its), is deleted (uid precondition) and applied afresh.
  */
-export function mustRecreate(error: { status?: number }, live: KubeObject | null | undefined, ownerUid: string): boolean {
-  return error.status === 422 && live !== null && live !== undefined && isControlledBy(live, ownerUid);
+export function mustRecreate(error: { status?: number }, live: KubeObject | null | undefined, ms: ModelService): boolean {
+  if (error.status !== 422 || live === null || live === undefined) return false;
+  return isControlledBy(live, ms.metadata.uid ?? '') || isLabelledFor(live, ms);
 }
