@@ -208,6 +208,9 @@ async function main(): Promise<void> {
         `then open loop ${perConnection * OPEN_CONNECTIONS} req/s over ${OPEN_CONNECTIONS} connections; load average ${load()}\n\n`,
     );
 
+    // This process holds the idle streams, and each h2load run blocks it;
+    // that is harmless here, as an idle stream needs nothing from its client
+    // (the hasher sends it nothing, and neither side pings).
     for (let i = 0; i < IDLE_CONNECTIONS; i++) idleClients.push(connectExtProc(address, { channel: { 'grpc.use_local_subchannel_pool': 1 } }));
     const condition = async (name: Condition): Promise<ConditionFigures> => {
       const baseline = (await scrape()).open;
