@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { MODEL_SERVICE_LABEL, crossNamespaceNames, generatedNames } from '../src/naming.ts';
 import { type LiveRoute, MODEL_HEADER, type RouteBackend, aiGatewayRoute, aiServiceBackend, firstMatch, listenerFilters, liveRoutes, localityPriorities } from './testbed/ai-gateway.ts';
-import { type Conversation, type Locality, type TurnResult, chatBody, locality, runConversations, send, syntheticConversations } from './testbed/conversations.ts';
-import { GATEWAY_NAME, GATEWAY_NAMESPACE } from './testbed/data-plane.ts';
+import { type Conversation, type Locality, type TurnResult, chatBody, locality, resetConnections, runConversations, send, syntheticConversations } from './testbed/conversations.ts';
+import { GATEWAY_NAME, GATEWAY_NAMESPACE, clientTrafficPolicy } from './testbed/data-plane.ts';
 import { type AffinityMode, type FleetBed, GATEWAY_HASHER, SESSION_HEADER, startFleetBed } from './testbed/fleet-bed.ts';
 import { type InferenceCluster, startInferenceCluster } from './testbed/inference-cluster.ts';
 import { waitFor } from './testbed/processes.ts';
@@ -504,5 +504,45 @@ describe("Modelplane's shape: an AIGatewayRoute per ModelService in modelplane-s
     await report(`Modelplane's shape, ${NEWER} PrefixHash, ${OLDER} Session`, still);
     expect(still.failed).toBe(0);
     expect(still.laterOnFirstCluster).toBe(still.laterTurns);
+  });
+  it("a later turn over 128 KiB in one message (AI Gateway's 50Mi connection buffer): keyed from its first bytes, on turn 1's backend", async () => {
+    await fleet.setAffinity(NEWER, 'PrefixHash', {}, { gatewayHasher: true });
+    // AI Gateway's examples set bufferLimit 50Mi, because its processor buffers whole bodies; our BufferedPartial filter then gets the whole body in one message.
+    const policy = clientTrafficPolicy() as ReturnType<typeof clientTrafficPolicy> & { spec: Record<string, unknown> };
+    const buffered = { ...policy, spec: { ...policy.spec, connection: { bufferLimit: '50Mi' } } };
+    // Active listeners only: a replaced listener stays in the dump while it drains.
+    const limit = async () => {
+      const dump = (await fleet.dataPlane.configDump()) as { configs?: Array<Record<string, unknown>> };
+      const listeners = dump.configs?.find((c) => String(c['@type']).endsWith('ListenersConfigDump'))?.dynamic_listeners as Array<{ active_state?: unknown }> | undefined;
+      return JSON.stringify((listeners ?? []).map((l) => l.active_state)).includes('"per_connection_buffer_limit_bytes":52428800');
+    };
+    await tb.kubectlOk(['apply', '-f', '-'], { input: stringify(buffered) });
+    try {
+      await waitFor("Envoy's listener with the 50Mi buffer limit", limit, 90_000);
+      resetConnections();
+      const history = 'x'.repeat(300 * 1024);
+      const longBody = (c: Conversation, t: number) => {
+        const body = JSON.parse(chatBody(c, t, model(NEWER))) as { messages: Array<{ role: string; content: string }> };
+        if (t > 0) body.messages.splice(2, 0, { role: 'assistant', content: history }, { role: 'user', content: 'go on' });
+        return JSON.stringify(body);
+      };
+      const trace = syntheticConversations(30, 3, 53);
+      const results = await runConversations(trace, { url: fleet.url(NEWER), body: longBody, concurrency: 8 });
+      const l = locality(results);
+      await report(`Modelplane's shape, ${NEWER}, later turns of ${Math.round(Buffer.byteLength(longBody(trace[0] as Conversation, 1)) / 1024)} KiB, 50Mi buffer`, l);
+      const hash64 = await loadXxh64();
+      const expected = trace.map((c, i) => (results[i] ?? []).map((_, t) => promptHash(Buffer.from(longBody(c, t)), 1024, hash64, 'Conversation')));
+      const matching = results.flatMap((turns, i) => turns.filter((turn, t) => turn.promptHash === expected[i]?.[t])).length;
+      const statuses: Record<string, number> = {};
+      for (const r of results.flat()) statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+      say(`long turns: ${matching}/${l.requests} hashes as the whole body's Conversation key gives; statuses ${JSON.stringify(statuses)}`);
+      expect(results.flat().map((r) => r.status)).toEqual(results.flat().map(() => 200));
+      expect(matching).toBe(l.requests);
+      expect(l.laterOnFirstCluster).toBe(l.laterTurns);
+    } finally {
+      await tb.kubectlOk(['apply', '-f', '-'], { input: stringify(policy) });
+      await waitFor("Envoy's listener back to the default buffer limit", async () => !(await limit()), 90_000);
+      resetConnections();
+    }
   });
 });

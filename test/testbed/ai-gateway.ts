@@ -194,12 +194,13 @@ export async function startAiGatewayDataPlane(options: DataPlaneOptions & { dir:
       'unshare',
       inOwnNetwork(
         [
-          '"$NODE" "$RELAY" "tcp:127.0.0.1:$1" "unix:$2" &',
-          '"$NODE" "$RELAY" "unix:$3" "tcp:127.0.0.1:$4" &',
-          'sleep 0.5',
+          '"$NODE" "$RELAY" "tcp:127.0.0.1:$1" "unix:$2" "$7.api" &',
+          '"$NODE" "$RELAY" "unix:$3" "tcp:127.0.0.1:$4" "$7.ext" &',
+          // The controller's first call is to the API server: both relays must listen first (a fixed sleep lost that race on a loaded machine).
+          'i=0; while [ ! -e "$7.api" ] || [ ! -e "$7.ext" ]; do i=$((i+1)); [ $i -gt 600 ] && { echo "relays not listening after 30 s" >&2; exit 1; }; sleep 0.05; done',
           'exec "$5" -enableLeaderElection=false -tlsCertDir="$6" -port="127.0.0.1:$4" -webhookPort=9443 -logLevel=info',
         ].join('\n'),
-        [apiPort, apiSocket, extensionSocket, String(EXTENSION_PORT), join(bin, 'aigw-controller'), certs],
+        [apiPort, apiSocket, extensionSocket, String(EXTENSION_PORT), join(bin, 'aigw-controller'), certs, join(dir, 'relay-ready')],
       ),
       join(dir, 'controller.log'),
       { ...env, POD_NAMESPACE: AIGW_NAMESPACE, NODE: process.execPath, RELAY },

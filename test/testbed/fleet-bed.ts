@@ -12,7 +12,9 @@ import type { Kubectl } from './control-plane.ts';
 import { resetConnections, send } from './conversations.ts';
 import { type AiGateway, aiServiceBackend, startAiGatewayDataPlane } from './ai-gateway.ts';
 import { type DataPlane, GATEWAY_NAME, GATEWAY_NAMESPACE, clientTrafficPolicy, startDataPlane } from './data-plane.ts';
-import { gatewayHasherName } from '../../src/gateway-hasher.ts';
+import { formatModelFlag, gatewayHasherName } from '../../src/gateway-hasher.ts';
+import { mutateModelService } from '../../src/admission.ts';
+import type { Affinity, ModelService } from '../../src/model-service.ts';
 
 /** The fleet Gateway's hasher (the AI Gateway beds' routes all attach to that Gateway). */
 export const GATEWAY_HASHER = gatewayHasherName({ namespace: GATEWAY_NAMESPACE, name: GATEWAY_NAME });
@@ -127,8 +129,8 @@ export interface RoutedBy {
   aiGatewayRoute?: { namespace: string; name: string };
   /** false: do not wait for a hasher-set x-prompt-hash. */
   hasher?: boolean;
-  /** The Gateway hasher's Deployment (src/gateway-hasher.ts) to wait for, with a --model for `model`, instead of the ModelService's own. */
-  gatewayHasher?: string;
+  /** The Gateway hasher's Deployment (src/gateway-hasher.ts) to wait for, running with this --model value, instead of the ModelService's own. */
+  gatewayHasher?: { deployment: string; modelFlag: string };
   diagnose?: () => string;
 }
 
@@ -161,13 +163,8 @@ export async function waitUntilRouted(r: RoutedBy): Promise<void> {
   if (mode !== 'PrefixHash') return;
   if (r.gatewayHasher === undefined) await r.hashers.waitForPod(generatedNames(ms).prefixHash, 90_000);
   else {
-    const { gatewayHasher, model } = r;
-    await waitFor(
-      `the Gateway hasher ${gatewayHasher} to key ${model}`,
-      async () => r.hashers.pod(gatewayHasher)?.args.some((a) => a.startsWith(`${model}=`)) ?? false,
-      90_000,
-      r.diagnose,
-    );
+    const { deployment, modelFlag } = r.gatewayHasher;
+    await waitFor(`the Gateway hasher ${deployment} to run with --model ${modelFlag}`, async () => r.hashers.pod(deployment)?.args.includes(modelFlag) ?? false, 90_000, r.diagnose);
   }
   if (r.hasher === false) return;
   await waitFor(
@@ -224,10 +221,13 @@ export async function startFleetBed(options: FleetBedOptions): Promise<FleetBed>
 
     async function setAffinity(ms: string, mode: AffinityMode, extra: Record<string, unknown> = {}, wait: { hasher?: boolean; gatewayHasher?: boolean } = {}): Promise<void> {
       const affinity = mode === 'Session' ? { type: mode, sessionHeader: SESSION_HEADER, ...extra } : { type: mode, ...extra };
-      await k.kubectlOk(['apply', '-f', '-'], {
-        input: stringify({ apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: ms, namespace: ns }, spec: { endpoints: clusters.map(() => ({ weight: 1 })), affinity } }),
-      });
-      const ai = models === undefined ? {} : { model: models[ms], aiGatewayRoute: options.aiGateway?.routes?.[ms] ?? { namespace: ns, name: ms }, ...(wait.gatewayHasher ? { gatewayHasher: GATEWAY_HASHER } : {}) };
+      const modelService: ModelService = { apiVersion: 'modelplane.ai/v1alpha1', kind: 'ModelService', metadata: { name: ms, namespace: ns }, spec: { endpoints: clusters.map(() => ({ weight: 1 })), affinity: affinity as Affinity } };
+      await k.kubectlOk(['apply', '-f', '-'], { input: stringify(modelService) });
+      const model = models?.[ms];
+      // The flag the reconciler gives the Gateway hasher for this model, from the settings as the webhook defaults them.
+      const { prefixKey, prefixBytes } = mutateModelService(modelService).spec?.affinity ?? {};
+      const gatewayHasher = wait.gatewayHasher && model !== undefined && prefixKey !== undefined && prefixBytes !== undefined ? { gatewayHasher: { deployment: GATEWAY_HASHER, modelFlag: formatModelFlag({ model, prefixKey, prefixBytes }) } } : {};
+      const ai = models === undefined ? {} : { model, aiGatewayRoute: options.aiGateway?.routes?.[ms] ?? { namespace: ns, name: ms }, ...gatewayHasher };
       await waitUntilRouted({ dataPlane, hashers, namespace: ns, modelService: ms, mode, url: url(ms), ...ai, ...(wait.hasher === undefined ? {} : { hasher: wait.hasher }), diagnose: () => reconciler.tail(20) });
     }
 

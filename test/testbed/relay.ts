@@ -4,7 +4,7 @@
 // namespace of its own (Envoy AI Gateway's controller, whose ports collide
 // with Envoy Gateway's) to the test bed's loopback services. Used in-process
 // and as a script: `node relay.ts LISTEN TARGET`.
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 
 type Address = { path: string } | { host: string; port: number };
@@ -54,11 +54,12 @@ export function relay(listen: string, target: string): Promise<Relay> {
 }
 
 if (import.meta.main) {
-  const [listen, target] = process.argv.slice(2);
+  const [listen, target, readyFile] = process.argv.slice(2);
   if (listen === undefined || target === undefined) {
-    process.stderr.write('usage: node relay.ts LISTEN TARGET (each unix:PATH or tcp:HOST:PORT)\n');
+    process.stderr.write('usage: node relay.ts LISTEN TARGET [READY_FILE] (each unix:PATH or tcp:HOST:PORT; READY_FILE is created once it listens)\n');
     process.exit(2);
   }
   await relay(listen, target);
+  if (readyFile !== undefined) writeFileSync(readyFile, '');
   process.stderr.write(`relay ${listen} -> ${target}\n`);
 }
