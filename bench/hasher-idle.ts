@@ -25,7 +25,7 @@
 // total pause by kind) and the event loop's longest stall.
 //
 // --trace-gc runs the hasher with V8's --trace-gc-nvp and reports what its
-// scavenges spent their time on in each condition.
+// scavenges and mark-compacts spent their time on in each condition.
 //
 //   npm run bench:hasher-idle        # node bench/hasher-idle.ts --rounds 8 --seconds 5 --idle 1000 [--trace-gc]
 import { execFileSync } from 'node:child_process';
@@ -99,8 +99,8 @@ interface RunFigures extends H2loadRun {
   /** How long the hasher's threads waited for a CPU during the run: other work on the shared machine, not the idle streams. */
   runQueueWaitMs: number;
   rssMiB: number;
-  /** With --trace-gc: the scavenges' mean phase times (V8's --trace-gc-nvp). */
-  phases: ScavengePhases | undefined;
+  /** With --trace-gc: the collections' phase times (V8's --trace-gc-nvp), by kind. */
+  phases: Record<GcKind, GcPhases> | undefined;
   gc: Record<string, { count: number; ms: number }>;
   /**
    * The longest event-loop stall the hasher's sampler saw during the run: its
@@ -186,7 +186,8 @@ async function main(): Promise<void> {
       const gc = Object.fromEntries(
         GC_KINDS.map((kind) => [kind, { count: (after.gcCount[kind] ?? 0) - (before.gcCount[kind] ?? 0), ms: 1000 * ((after.gcSeconds[kind] ?? 0) - (before.gcSeconds[kind] ?? 0)) }]),
       );
-      const phases = TRACE_GC ? scavengePhases(readFileSync(gcLog).subarray(gcLogAt).toString('latin1')) : undefined;
+      const gcText = TRACE_GC ? readFileSync(gcLog).subarray(gcLogAt).toString('latin1') : undefined;
+      const phases = gcText === undefined ? undefined : { s: gcPhases(gcText, 's'), mc: gcPhases(gcText, 'mc') };
       return { ...result, cpuMsPerRequest: (1000 * cpu) / o.requests, runQueueWaitMs, rssMiB, gc, phases, loopStallMs: Math.max(0, after.loopMaxMs - LOOP_SAMPLER_MS) };
     };
 
@@ -275,26 +276,33 @@ interface Round {
 }
 
 /** What a scavenge spends its time on, as means over the scavenges of a run. */
-interface ScavengePhases {
-  scavenges: number;
-  /** Mean of each --trace-gc-nvp field below, ms (bytes for `promoted` and `new_space_survived`). */
-  means: Record<(typeof SCAVENGE_FIELDS)[number], number>;
+/** V8's --trace-gc-nvp fields summed over the collections of one kind in a run. */
+interface GcPhases {
+  count: number;
+  sums: Record<string, number>;
+  maxPauseMs: number;
 }
 
-const SCAVENGE_FIELDS = ['pause', 'scavenge.roots', 'scavenge.parallel', 'scavenge.weak_global_handles.identify', 'scavenge.weak_global_handles.process', 'scavenge.update_refs', 'promoted', 'new_space_survived'] as const;
+/** Per kind (`s` scavenge, `mc` mark-compact), the fields the report shows: ms, bytes for `promoted` and `new_space_survived`. */
+const GC_FIELDS = {
+  s: ['pause', 'scavenge.roots', 'scavenge.parallel', 'scavenge.weak_global_handles.identify', 'scavenge.weak_global_handles.process', 'scavenge.update_refs', 'promoted', 'new_space_survived'],
+  mc: ['pause', 'mark', 'mark.roots', 'mark.finish_incremental', 'mark.full_closure', 'heap.embedder_tracing_epilogue', 'heap.external.epilogue', 'clear', 'clear.external_string_table', 'clear.weak_global_handles', 'evacuate', 'finish', 'sweep', 'incremental.steps_took'],
+} as const;
+type GcKind = keyof typeof GC_FIELDS;
 
-/** The scavenges (`gc=s`) among V8's --trace-gc-nvp lines, averaged field by field. */
-function scavengePhases(log: string): ScavengePhases {
-  const sums = Object.fromEntries(SCAVENGE_FIELDS.map((f) => [f, 0])) as Record<(typeof SCAVENGE_FIELDS)[number], number>;
-  let scavenges = 0;
+/** The collections of one kind among V8's --trace-gc-nvp lines, their fields summed. */
+function gcPhases(log: string, kind: GcKind): GcPhases {
+  const sums: Record<string, number> = Object.fromEntries(GC_FIELDS[kind].map((f) => [f, 0]));
+  let count = 0;
+  let maxPauseMs = 0;
   for (const line of log.split('\n')) {
-    if (!/ gc=s /.test(line)) continue;
-    scavenges++;
+    if (!line.includes(` gc=${kind} `)) continue;
+    count++;
     const fields = new Map([...line.matchAll(/ ([\w.]+)=([\d.]+)/g)].map((m) => [m[1] as string, Number(m[2])]));
-    for (const f of SCAVENGE_FIELDS) sums[f] += fields.get(f) ?? 0;
+    for (const f of GC_FIELDS[kind]) sums[f] = (sums[f] ?? 0) + (fields.get(f) ?? 0);
+    maxPauseMs = Math.max(maxPauseMs, fields.get('pause') ?? 0);
   }
-  const means = Object.fromEntries(SCAVENGE_FIELDS.map((f) => [f, scavenges === 0 ? 0 : sums[f] / scavenges])) as ScavengePhases['means'];
-  return { scavenges, means };
+  return { count, sums, maxPauseMs };
 }
 
 const fmtPhase = (field: string, value: number) => (field === 'promoted' || field === 'new_space_survived' ? `${(value / 1024).toFixed(0)} KiB` : `${value.toFixed(3)} ms`);
@@ -337,12 +345,20 @@ function report(rounds: Round[], inFlight: number, openRate: number): string {
       '',
     );
     if (rounds[0]?.alone[kind].phases !== undefined) {
-      const phase = (c: Condition, f: (typeof SCAVENGE_FIELDS)[number]) => median(rounds.map((r) => r[c][kind].phases?.means[f] ?? Number.NaN));
-      lines.push(
-        `Scavenges (V8 --trace-gc-nvp), medians over rounds of each run's mean: ${SCAVENGE_FIELDS.map((f) => `${f} ${fmtPhase(f, phase('alone', f))} / ${fmtPhase(f, phase('idle', f))}`).join(', ')} (alone / idle); ` +
-          `scavenges per run ${median(rounds.map((r) => r.alone[kind].phases?.scavenges ?? 0))} / ${median(rounds.map((r) => r.idle[kind].phases?.scavenges ?? 0))}`,
-        '',
-      );
+      for (const [gcKind, name] of [['s', 'Scavenges'], ['mc', 'Mark-compacts']] as const) {
+        // Pooled over every round's run of a condition: mark-compacts are too few per run for a median of means.
+        const pooled = (c: Condition) => {
+          const all = rounds.map((r) => r[c][kind].phases?.[gcKind] as GcPhases);
+          const count = all.reduce((n, p) => n + p.count, 0);
+          return { count, maxPauseMs: Math.max(...all.map((p) => p.maxPauseMs)), mean: (f: string) => all.reduce((sum, p) => sum + (p.sums[f] ?? 0), 0) / Math.max(1, count) };
+        };
+        const [alone, idle] = [pooled('alone'), pooled('idle')];
+        lines.push(
+          `${name} (V8 --trace-gc-nvp), ${alone.count} alone / ${idle.count} idle, longest pause ${alone.maxPauseMs.toFixed(1)} / ${idle.maxPauseMs.toFixed(1)} ms, mean per collection, alone / idle: ` +
+            `${GC_FIELDS[gcKind].map((f) => `${f} ${fmtPhase(f, alone.mean(f))} / ${fmtPhase(f, idle.mean(f))}`).join(', ')}`,
+          '',
+        );
+      }
     }
   }
   return lines.join('\n');
