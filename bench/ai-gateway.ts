@@ -11,18 +11,26 @@
 //    first: later turns warm, later turns on turn 1's cluster, mean and p99
 //    time to the answer (the simulated time to first token: the seed's
 //    800 / 150 ms scaled down 10x, as bench/data-plane.ts).
-// 2. What our ext_proc adds behind AI Gateway's: two more AIGatewayRoutes
-//    over 3 zero-delay clusters, one PrefixHash (AI Gateway's processor, then
-//    ours), one Session (AI Gateway's processor only, the same
-//    BackendTrafficPolicy shape). Requests carry x-ai-eg-model as well as the
-//    model in the body, so the first route match is the model's own rule and
-//    the route-targeted hasher runs for the PrefixHash route only (without the
-//    header every request would first match the oldest route's catch-all; see
-//    README "Envoy AI Gateway"); AI Gateway's processor runs for both.
-//    Alternating pairs: each round runs both, the order flipped every round,
-//    closed loops at concurrency 1 (latency) and 16; added = PrefixHash minus
-//    Session in the same round, median over rounds. CPU per request of Envoy,
-//    AI Gateway's extproc and our hasher from /proc.
+// 2. What our ext_proc adds behind AI Gateway's, for the attachment the
+//    reconciler writes (one hasher per Gateway, its EnvoyExtensionPolicy
+//    targeting the Gateway; README "Envoy AI Gateway"), in Modelplane's
+//    shape: part 1's route gone, two AIGatewayRoutes in modelplane-system
+//    over 3 zero-delay clusters, an older one for a model without a
+//    ModelService and `bench-hop` matching x-ai-eg-model `bench/hop` (the
+//    ModelService bench/hop's model). Requests carry the model in the body
+//    only, so the first match is the older route's catch-all, which enables
+//    the Gateway-level filter (it has no route-level one). Alternating pairs:
+//    each round runs "with" (bench/hop on PrefixHash: the Gateway hasher keys
+//    bench/hop, AI Gateway's processor then ours) and "without" (bench/hop on
+//    Session: no PrefixHash model on the Gateway, the reconciler prunes the
+//    hasher, AI Gateway's processor only), the order flipped every round; at
+//    each switch the data plane settles (routes and clusters; the hasher
+//    keying the model, or the listener without its filter and the hasher
+//    gone; checked in /config_dump) and 1500 unmeasured requests warm it.
+//    Closed loops at concurrency 1 (latency) and 16; added = with minus
+//    without in the same round, median over rounds. CPU per request of
+//    Envoy, AI Gateway's extproc and our hasher from /proc; requests of the
+//    "with" runs that came back without a hash counted (failOpen).
 //
 // Runs in a network namespace of its own whose only interface is lo; every
 // binary and wheel is found (or built) before.
@@ -34,19 +42,20 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
-import { MODEL_SERVICE_LABEL, generatedNames } from '../src/naming.ts';
-import { MODEL_HEADER, aiGatewayRoute, aiServiceBackend } from '../test/testbed/ai-gateway.ts';
+import { MODEL_SERVICE_LABEL } from '../src/naming.ts';
+import { type RouteBackend, aiGatewayRoute, aiServiceBackend, firstMatch, listenerFilters, liveRoutes } from '../test/testbed/ai-gateway.ts';
 import { type Kubectl, startControlPlane } from '../test/testbed/control-plane.ts';
-import { type Conversation, type Locality, type TurnResult, chatBody, locality, runConversations, send, syntheticConversations } from '../test/testbed/conversations.ts';
+import { type Conversation, type Locality, type TurnResult, chatBody, locality, resetConnections, runConversations, send, syntheticConversations } from '../test/testbed/conversations.ts';
 import { MODEL_SERVICE_CRD, aiGatewayCrdFiles, gatewayCrdFiles, installCrds } from '../test/testbed/crds.ts';
-import { type AffinityMode, type FleetBed, SESSION_HEADER, startFleetBed } from '../test/testbed/fleet-bed.ts';
+import { GATEWAY_NAMESPACE } from '../test/testbed/data-plane.ts';
+import { type AffinityMode, type FleetBed, GATEWAY_HASHER, SESSION_HEADER, startFleetBed } from '../test/testbed/fleet-bed.ts';
 import { backend, yamlDocuments } from '../test/testbed/fleet.ts';
 import { AIGATEWAY_TOOLS, ETCD_TOOLS, GATEWAY_TOOLS, KUBE_TOOLS, ensureGoTools } from '../test/testbed/go-tools.ts';
 import { type InferenceCluster, startInferenceCluster } from '../test/testbed/inference-cluster.ts';
 import { waitFor } from '../test/testbed/processes.ts';
 import { envoyBinary } from '../test/testbed/python-tools.ts';
 import { makeWebhookCertificates, registerWebhooks, startWebhookProcess } from '../test/testbed/webhook.ts';
-import { alternatingPair, cpuSeconds, median, percentile } from './stats.ts';
+import { alternatingRunsAsync, cpuSeconds, median, percentile } from './stats.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -66,7 +75,14 @@ const CLUSTERS = 3;
 const TRACE_MS = 'llama';
 const TRACE_MODEL = 'llama-3.1-8b-instruct';
 const MODES: AffinityMode[] = ['None', 'Session', 'PrefixHash'];
-const HOP = { hash: { ms: 'hop-hash', model: 'hop-hash-model' }, plain: { ms: 'hop-plain', model: 'hop-plain-model' } } as const;
+const NAMESPACE = 'bench';
+const PATH = '/v1/chat/completions';
+/** Part 2, Modelplane's shape: the ModelService, its AIGatewayRoute in modelplane-system (`<ns>-<name>`, model `<ns>/<name>`), and an older route for a model without a ModelService. */
+const HOP_MS = 'hop';
+const HOP_ROUTE = `${NAMESPACE}-${HOP_MS}`;
+const HOP_MODEL = `${NAMESPACE}/${HOP_MS}`;
+const OLDER_ROUTE = `${NAMESPACE}-older`;
+const OLDER_MODEL = `${NAMESPACE}/older`;
 const WARMUP = 300;
 
 function log(message: string): void {
@@ -127,6 +143,7 @@ interface Run {
   cpuMs: Record<string, number>;
 }
 
+/** No x-ai-eg-model from the client: the model is in the body only, as Modelplane's clients send it. */
 async function closedLoop(url: string, model: string, runId: string, size: number, concurrency: number, count: number, pids: Record<string, number>): Promise<Run> {
   const cpu0 = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
   const latencies: number[] = [];
@@ -137,7 +154,7 @@ async function closedLoop(url: string, model: string, runId: string, size: numbe
   const client = async () => {
     while (next < count) {
       const id = `${runId}-${next++}`;
-      const r: TurnResult = await send(url, hopBody(model, id, size), { [MODEL_HEADER]: model, [SESSION_HEADER]: id });
+      const r: TurnResult = await send(url, hopBody(model, id, size), { [SESSION_HEADER]: id });
       latencies.push(r.ms);
       if (r.status !== 200 || r.cluster === '') failed++;
       if (r.promptHash !== '') hashed++;
@@ -173,86 +190,133 @@ function envoyPid(controllerPid: number): number {
   return found[0];
 }
 
-async function measureHop(fleet: FleetBed, k: Kubectl, namespace: string, rounds: number, requests: number, latencyRequests: number, size: number): Promise<string[]> {
+/** Where the Gateway hasher's filter shows in Envoy's configuration (listener filter names, routes' typed_per_filter_config keys). */
+const GATEWAY_FILTER = `envoyextensionpolicy/${GATEWAY_NAMESPACE}/${GATEWAY_HASHER}/`;
+const VARIANTS = ['with', 'without'] as const;
+type Variant = (typeof VARIANTS)[number];
+const VARIANT_LABEL: Record<Variant, string> = {
+  with: 'PrefixHash: AI Gateway ext_proc + the Gateway hasher',
+  without: 'Session: AI Gateway ext_proc only (no Gateway hasher)',
+};
+
+/** The listener's filters and the route a request without x-ai-eg-model matches first, for the log and the checks. */
+async function attachment(fleet: FleetBed): Promise<{ listener: boolean; first: string; enables: boolean }> {
+  const dump = await fleet.dataPlane.configDump();
+  const first = firstMatch(liveRoutes(dump), PATH, {});
+  return { listener: listenerFilters(dump).some((f) => f.name.includes(GATEWAY_FILTER)), first: first?.name ?? 'none', enables: first?.enables.some((f) => f.includes(GATEWAY_FILTER)) ?? false };
+}
+
+async function applyModelplaneRoute(k: Kubectl, name: string, model: string, backends: RouteBackend[]): Promise<void> {
+  await k.kubectlOk(['apply', '-f', '-'], { input: stringify(aiGatewayRoute(GATEWAY_NAMESPACE, name, model, backends)) });
+  await waitFor(
+    `AIGatewayRoute ${GATEWAY_NAMESPACE}/${name} Accepted and its HTTPRoute generated`,
+    async () => {
+      const accepted = await k.kubectl(['get', 'aigatewayroute', name, '-n', GATEWAY_NAMESPACE, '-o', 'jsonpath={.status.conditions[?(@.type=="Accepted")].status}']);
+      return accepted.stdout === 'True' && (await k.kubectl(['get', 'httproute', name, '-n', GATEWAY_NAMESPACE, '-o', 'name'])).code === 0;
+    },
+    60_000,
+  );
+}
+
+async function measureHop(fleet: FleetBed, k: Kubectl, rounds: number, requests: number, latencyRequests: number, size: number): Promise<string[]> {
+  // Part 1's route and ModelService out of the way: only Modelplane-shaped routes on the Gateway, and no other PrefixHash model on its hasher.
+  await fleet.setAffinity(TRACE_MS, 'None');
+  await k.kubectlOk(['delete', 'aigatewayroute', TRACE_MS, '-n', NAMESPACE]);
+  await waitFor(`HTTPRoute ${NAMESPACE}/${TRACE_MS} gone`, async () => (await k.kubectl(['get', 'httproute', TRACE_MS, '-n', NAMESPACE])).code !== 0, 60_000);
   const zero: InferenceCluster[] = [];
   for (let i = 0; i < CLUSTERS; i++) zero.push(await startInferenceCluster({ name: `zero-${String.fromCharCode(97 + i)}`, host: `127.0.0.${21 + i}`, coldMs: 0, warmMs: 0 }));
   try {
+    await k.kubectlOk(['apply', '-f', '-'], { input: yamlDocuments(zero.flatMap((c) => [backend(GATEWAY_NAMESPACE, c), aiServiceBackend(GATEWAY_NAMESPACE, c)])) });
     const refs = zero.map((c) => ({ name: c.name }));
-    await k.kubectlOk(['apply', '-f', '-'], {
-      input: yamlDocuments([
-        ...zero.flatMap((c) => [backend(namespace, c), aiServiceBackend(namespace, c)]),
-        ...Object.values(HOP).map((h) => aiGatewayRoute(namespace, h.ms, h.model, refs, { [MODEL_SERVICE_LABEL]: h.ms })),
-      ]),
-    });
-    await fleet.aiGateway?.waitForModels(Object.values(HOP).map((h) => h.model));
-    await fleet.setAffinity(HOP.hash.ms, 'PrefixHash');
-    await fleet.setAffinity(HOP.plain.ms, 'Session');
-    const url = fleet.url(HOP.hash.ms);
-    const hasher = generatedNames(HOP.hash.ms).prefixHash;
-    const pids = (): Record<string, number> => ({
-      envoy: envoyPid(fleet.dataPlane.controller.child.pid as number),
-      aiGatewayExtProc: fleet.aiGateway?.extProc()?.child.pid as number,
-      hasher: fleet.hashers.pod(hasher)?.process.child.pid as number,
-    });
-    for (const h of Object.values(HOP)) {
-      await waitFor(`requests for ${h.model} to be served`, async () => (await send(url, hopBody(h.model, `probe-${Date.now()}`, size), { [MODEL_HEADER]: h.model })).status === 200, 60_000);
-    }
-    // Warm-up: connections, V8 tiering in the hasher, Envoy's pools.
-    for (const h of Object.values(HOP)) await closedLoop(url, h.model, `warm-${h.ms}`, size, 16, WARMUP * 5, pids());
-    type Pair = { hash: Run; plain: Run };
-    const runs: Record<number, Pair[]> = { 1: [], 16: [] };
-    for (let round = 0; round < rounds; round++) {
-      for (const concurrency of [1, 16]) {
-        const count = concurrency === 1 ? latencyRequests : requests;
-        const [hash, plain] = await pairOf(round, (h) => closedLoop(url, h.model, `r${round}-c${concurrency}-${h.ms}`, size, concurrency, count, pids()));
-        runs[concurrency]?.push({ hash, plain });
-        log(
-          `round ${round + 1} c=${concurrency}: with our hasher p50 ${percentile(hash.latencies, 50).toFixed(2)} p99 ${percentile(hash.latencies, 99).toFixed(2)} ms (${hash.hashed}/${count} hashed), ` +
-            `without p50 ${percentile(plain.latencies, 50).toFixed(2)} p99 ${percentile(plain.latencies, 99).toFixed(2)} ms (${plain.hashed}/${count} hashed)`,
-        );
-        if (hash.failed + plain.failed > 0) throw new Error(`round ${round + 1}: ${hash.failed} + ${plain.failed} requests failed`);
-        // A PrefixHash request without a hash is one Envoy let through past messageTimeout (failOpen); a Session one with a hash is a wrong setup.
-        if (plain.hashed !== 0) throw new Error(`round ${round + 1}: the hasher ran for ${plain.hashed}/${count} Session requests`);
+    await applyModelplaneRoute(k, OLDER_ROUTE, OLDER_MODEL, refs);
+    // Envoy Gateway orders the catch-alls by creation time, in whole seconds, then by name: the older route a second older.
+    await new Promise((r) => setTimeout(r, 1100));
+    await applyModelplaneRoute(k, HOP_ROUTE, HOP_MODEL, refs);
+    await fleet.aiGateway?.waitForModels([OLDER_MODEL, HOP_MODEL]);
+    const url = fleet.url(HOP_MS);
+    await waitFor(`requests for ${HOP_MODEL} to be served`, async () => (await send(url, hopBody(HOP_MODEL, `probe-${Date.now()}`, size))).status === 200, 60_000);
+    const pids = (variant: Variant): Record<string, number> => {
+      const hasher = fleet.hashers.pod(GATEWAY_HASHER)?.process.child.pid;
+      if (variant === 'with' && hasher === undefined) throw new Error(`no Gateway hasher ${GATEWAY_HASHER} runs`);
+      return {
+        envoy: envoyPid(fleet.dataPlane.controller.child.pid as number),
+        aiGatewayExtProc: fleet.aiGateway?.extProc()?.child.pid as number,
+        reconciler: fleet.reconciler.child.pid as number,
+        ...(variant === 'with' ? { hasher: hasher as number } : {}),
+      };
+    };
+    let current: Variant | undefined;
+    const switches: string[] = [];
+    // A switch: the ModelService to PrefixHash (the reconciler writes the Gateway hasher) or to Session (it prunes it), the data plane settled, then an unmeasured warm-up (connections, V8 tiering in a new hasher, Envoy's pools).
+    const become = async (variant: Variant, round: number) => {
+      if (current === variant) return;
+      const t0 = performance.now();
+      if (variant === 'with') await fleet.setAffinity(HOP_MS, 'PrefixHash', {}, { gatewayHasher: true });
+      else {
+        await fleet.setAffinity(HOP_MS, 'Session');
+        await waitFor("Envoy's listener without the Gateway hasher's filter", async () => !(await attachment(fleet)).listener, 90_000, () => fleet.reconciler.tail(20));
+        await waitFor(`the Gateway hasher ${GATEWAY_HASHER} pruned`, async () => fleet.hashers.pod(GATEWAY_HASHER) === undefined, 90_000, () => fleet.reconciler.tail(20));
       }
+      resetConnections();
+      const a = await attachment(fleet);
+      const note = `round ${round + 1}: ${variant} after ${((performance.now() - t0) / 1000).toFixed(1)} s; first match ${a.first}, Gateway hasher's filter on the listener ${a.listener}, enabled by the first match ${a.enables}`;
+      log(note);
+      switches.push(note);
+      if (!a.first.startsWith(`httproute/${GATEWAY_NAMESPACE}/${OLDER_ROUTE}/`)) throw new Error(`the first match is ${a.first}, not the older route's catch-all`);
+      if (a.enables !== (variant === 'with') || a.listener !== (variant === 'with')) throw new Error(`${variant}: the Gateway hasher's filter is ${a.listener ? '' : 'not '}on the listener and ${a.enables ? '' : 'not '}enabled by the first match`);
+      await closedLoop(url, HOP_MODEL, `warm-r${round}-${variant}`, size, 16, WARMUP * 5, pids(variant));
+      current = variant;
+    };
+    type Runs = Record<1 | 16, Run>;
+    const pairs: Array<Record<Variant, Runs>> = [];
+    for (let round = 0; round < rounds; round++) {
+      const [withRuns, withoutRuns] = await alternatingRunsAsync(round, VARIANTS, async (variant): Promise<Runs> => {
+        await become(variant, round);
+        const at = async (concurrency: 1 | 16) => {
+          const count = concurrency === 1 ? latencyRequests : requests;
+          const r = await closedLoop(url, HOP_MODEL, `r${round}-c${concurrency}-${variant}`, size, concurrency, count, pids(variant));
+          log(`round ${round + 1} c=${concurrency} ${variant}: p50 ${percentile(r.latencies, 50).toFixed(2)} p99 ${percentile(r.latencies, 99).toFixed(2)} ms, ${(count / r.seconds).toFixed(0)} req/s, ${r.hashed}/${count} hashed; CPU ms/req ${Object.entries(r.cpuMs).map(([k, ms]) => `${k} ${ms.toFixed(3)}`).join(', ')}`);
+          if (r.failed > 0) throw new Error(`round ${round + 1} ${variant} c=${concurrency}: ${r.failed} requests failed`);
+          // Without the Gateway hasher nothing of ours runs: a hash there is a wrong setup. With it, a request without one is one Envoy let through past messageTimeout (failOpen).
+          if (variant === 'without' && r.hashed !== 0) throw new Error(`round ${round + 1}: ${r.hashed}/${count} requests hashed without the Gateway hasher`);
+          return r;
+        };
+        return { 1: await at(1), 16: await at(16) };
+      });
+      pairs.push({ with: withRuns as Runs, without: withoutRuns as Runs });
     }
     const lines = [
-      `Body ${size} bytes (a system and one user message, a per-request id first, so every request hashes apart); ${CLUSTERS} zero-delay inference clusters; ${rounds} rounds, the two variants in turn, order flipped every round; ` +
-        `closed loops of ${latencyRequests} requests at concurrency 1 and ${requests} at 16 (keep-alive, the bench's main thread), after ${WARMUP * 5} unmeasured per variant. Added: with minus without in the same round, median over rounds (range). CPU per request from /proc (utime+stime).`,
+      `Modelplane's shape: ModelService \`${NAMESPACE}/${HOP_MS}\`, its AIGatewayRoute \`${GATEWAY_NAMESPACE}/${HOP_ROUTE}\` (x-ai-eg-model \`${HOP_MODEL}\`) over ${CLUSTERS} zero-delay inference clusters (Backends and AIServiceBackends in ${GATEWAY_NAMESPACE}), ` +
+        `after an older one, \`${GATEWAY_NAMESPACE}/${OLDER_ROUTE}\` (model \`${OLDER_MODEL}\`, no ModelService), the only routes on the Gateway. Requests carry the model in the body only (and ${SESSION_HEADER}), no x-ai-eg-model, ` +
+        `so the first match is the older route's catch-all, which enables the Gateway hasher's filter when it exists. ` +
+        `With: the ModelService on PrefixHash, so the reconciler writes the Gateway hasher keying \`${HOP_MODEL}\` (AI Gateway's processor, then ours). Without: the same ModelService on Session, so no PrefixHash model on the Gateway and the reconciler prunes the hasher (AI Gateway's processor only, the same BackendTrafficPolicy shape). ` +
+        `Body ${size} bytes (a system and one user message, a per-request id first, so every request hashes apart); ${rounds} rounds, the two variants in turn, order flipped every round (so a round starts in the variant the last one ended in); ` +
+        `after each switch the data plane settled (Envoy's route and clusters, the hasher keying the model or the listener without its filter and the hasher gone) and ${WARMUP * 5} unmeasured requests at concurrency 16; ` +
+        `closed loops of ${latencyRequests} requests at concurrency 1 and ${requests} at 16 (keep-alive, the bench's main thread). Added: with minus without in the same round, median over rounds (range). CPU per request from /proc (utime+stime), median over rounds.`,
       '',
       '| concurrency | variant | p50 / p99 ms | added p50 / p99 ms | req/s | Envoy CPU ms/req | AI Gateway extproc CPU ms/req | our hasher CPU ms/req | requests without a hash (failOpen past 200 ms), all rounds |',
       '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ];
     const range = (xs: number[]) => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}`;
-    for (const concurrency of [1, 16]) {
-      const pairs = runs[concurrency] ?? [];
-      for (const variant of ['hash', 'plain'] as const) {
-        const rs = pairs.map((p) => p[variant]);
+    for (const concurrency of [1, 16] as const) {
+      for (const variant of VARIANTS) {
+        const rs = pairs.map((p) => p[variant][concurrency]);
         const q = (r: Run, p: number) => percentile(r.latencies, p);
-        const added = (p: number) => pairs.map((pair) => q(pair.hash, p) - q(pair.plain, p));
+        const added = (p: number) => pairs.map((pair) => q(pair.with[concurrency], p) - q(pair.without[concurrency], p));
         const cpu = (key: string) => median(rs.map((r) => r.cpuMs[key] ?? Number.NaN)).toFixed(3);
+        const mine = variant === 'with';
         lines.push(
-          `| ${concurrency} | ${variant === 'hash' ? 'PrefixHash: AI Gateway ext_proc + our hasher' : 'Session: AI Gateway ext_proc only'} | ${median(rs.map((r) => q(r, 50))).toFixed(2)} / ${median(rs.map((r) => q(r, 99))).toFixed(2)} | ` +
-            `${variant === 'hash' ? `${median(added(50)).toFixed(2)} (${range(added(50))}) / ${median(added(99)).toFixed(2)} (${range(added(99))})` : '—'} | ` +
-            `${median(rs.map((r) => r.latencies.length / r.seconds)).toFixed(0)} | ${cpu('envoy')} | ${cpu('aiGatewayExtProc')} | ${variant === 'hash' ? cpu('hasher') : '—'} | ` +
-            `${variant === 'hash' ? `${rs.reduce((n, r) => n + r.latencies.length - r.hashed, 0)} of ${rs.reduce((n, r) => n + r.latencies.length, 0)}` : '—'} |`,
+          `| ${concurrency} | ${VARIANT_LABEL[variant]} | ${median(rs.map((r) => q(r, 50))).toFixed(2)} / ${median(rs.map((r) => q(r, 99))).toFixed(2)} | ` +
+            `${mine ? `${median(added(50)).toFixed(2)} (${range(added(50))}) / ${median(added(99)).toFixed(2)} (${range(added(99))})` : '—'} | ` +
+            `${median(rs.map((r) => r.latencies.length / r.seconds)).toFixed(0)} | ${cpu('envoy')} | ${cpu('aiGatewayExtProc')} | ${mine ? cpu('hasher') : '—'} | ` +
+            `${mine ? `${rs.reduce((n, r) => n + r.latencies.length - r.hashed, 0)} of ${rs.reduce((n, r) => n + r.latencies.length, 0)}` : '—'} |`,
         );
       }
     }
-    return lines;
+    return [...lines, '', 'Switches:', '', ...switches.map((s) => `- ${s}`)];
   } finally {
     for (const c of zero) await c.close();
   }
-}
-
-function pairOf<R>(round: number, run: (h: (typeof HOP)[keyof typeof HOP]) => Promise<R>): Promise<[R, R]> {
-  // alternatingPair runs synchronously; chain the promises in its order.
-  const order: Array<keyof typeof HOP> = [];
-  alternatingPair(round, 'hash' as const, 'plain' as const, (key) => order.push(key));
-  return (async () => {
-    const results: Partial<Record<keyof typeof HOP, R>> = {};
-    for (const key of order) results[key] = await run(HOP[key]);
-    return [results.hash as R, results.plain as R];
-  })();
 }
 
 // --- the run ----------------------------------------------------------------
@@ -269,18 +333,18 @@ async function inner(): Promise<void> {
     const webhook = await startWebhookProcess('webhook', certDir, join(cp.dir, 'webhook.log'));
     stopWebhook = () => webhook.process.stop();
     await registerWebhooks(cp, webhook.baseUrl, ca.certPem);
-    const namespace = 'bench';
+    const namespace = NAMESPACE;
     await cp.kubectlOk(['create', 'namespace', namespace]);
     log("starting the fleet with Envoy AI Gateway (waits while another data plane holds Envoy Gateway's fixed ports)");
-    const models = { [TRACE_MS]: TRACE_MODEL, ...Object.fromEntries(Object.values(HOP).map((h) => [h.ms, h.model])) };
-    fleet = await startFleetBed({ kubectl: cp, kubeconfig: cp.kubeconfig, dir: cp.dir, namespace, clusters: CLUSTERS, coldMs: COLD_MS, warmMs: WARM_MS, routes: {}, aiGateway: { models } });
+    const aiGateway = { models: { [TRACE_MS]: TRACE_MODEL, [HOP_MS]: HOP_MODEL }, routes: { [HOP_MS]: { namespace: GATEWAY_NAMESPACE, name: HOP_ROUTE } } };
+    fleet = await startFleetBed({ kubectl: cp, kubeconfig: cp.kubeconfig, dir: cp.dir, namespace, clusters: CLUSTERS, coldMs: COLD_MS, warmMs: WARM_MS, routes: {}, aiGateway });
     await cp.kubectlOk(['apply', '-f', '-'], {
       input: stringify(aiGatewayRoute(namespace, TRACE_MS, TRACE_MODEL, fleet.clusters.map((c) => ({ name: c.name })), { [MODEL_SERVICE_LABEL]: TRACE_MS })),
     });
     await fleet.aiGateway?.waitForModels([TRACE_MODEL]);
     const out = ['## Locality through Envoy AI Gateway', '', ...(await measureLocality(fleet, Number(args.conversations))), ''];
     process.stdout.write(`${out.join('\n')}\n`);
-    const hop = await measureHop(fleet, cp, namespace, Number(args.rounds), Number(args.requests), Number(args['latency-requests']), Number(args['body-bytes']));
+    const hop = await measureHop(fleet, cp, Number(args.rounds), Number(args.requests), Number(args['latency-requests']), Number(args['body-bytes']));
     process.stdout.write(`${['## What our ext_proc adds behind AI Gateway\'s', '', ...hop, ''].join('\n')}\n`);
   } finally {
     await fleet?.stop();
