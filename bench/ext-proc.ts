@@ -38,7 +38,13 @@
 // Every server listens on loopback only: the measuring part runs in a fresh
 // network namespace whose only interface is lo (BBR binds all interfaces).
 //
-//   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 2] [--pairs 8] [--skip-ghz] [--trace-gc] [--keys Conversation,Body]
+// --variant 'label=node flags' (repeatable) adds a hasher with the first
+// key and those flags on node's command line (after the Deployment's
+// NODE_OPTIONS, so they override it), measured in the same rounds: V8 and
+// Node settings against the current hasher and BBR in one run. --bodies
+// picks the body cases (4,32).
+//
+//   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 2] [--pairs 8] [--skip-ghz] [--trace-gc] [--keys Conversation,Body] [--variant 'semi16=--max-semi-space-size=16'] [--bodies 4,32]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -76,6 +82,8 @@ const { values: args } = parseArgs({
     'skip-ghz': { type: 'boolean', default: false },
     'trace-gc': { type: 'boolean', default: false },
     keys: { type: 'string', default: PREFIX_KEYS.join(',') },
+    variant: { type: 'string', multiple: true, default: [] },
+    bodies: { type: 'string', default: '4,32' },
     inner: { type: 'boolean', default: false },
   },
 });
@@ -83,6 +91,16 @@ const SECONDS = Number(args.seconds);
 const KEYS = (args.keys as string).split(',').map((key) => {
   if (!(PREFIX_KEYS as readonly string[]).includes(key)) throw new Error(`--keys: ${key} is not one of ${PREFIX_KEYS.join(', ')}`);
   return key as PrefixKey;
+});
+/** Extra hashers: a label and node command-line flags. */
+const VARIANTS = (args.variant as string[]).map((v) => {
+  const at = v.indexOf('=');
+  if (at <= 0) throw new Error(`--variant: ${v} is not label=flags`);
+  return { label: v.slice(0, at), flags: v.slice(at + 1).split(' ').filter((f) => f !== '') };
+});
+const BODIES = (args.bodies as string).split(',').map((b) => {
+  if (b !== '4' && b !== '32') throw new Error(`--bodies: ${b} is not 4 or 32`);
+  return `${b} KiB`;
 });
 
 const WORDS = 'the cluster keeps the prefix of this conversation warm so the next turn starts fast über 東京 cache token and a reply cites documents'.split(' ');
@@ -141,7 +159,7 @@ function bodyCases(): BodyCase[] {
   ];
   // The Conversation key must come from the chat's opening, not fall back to the Body key.
   for (const c of cases) if (conversationKey(c.hasher.body, PREFIX_BYTES) === undefined) throw new Error(`the ${c.name} body has no Conversation key`);
-  return cases;
+  return cases.filter((c) => BODIES.includes(c.name));
 }
 
 const HEADERS: HeaderList = [
@@ -548,6 +566,8 @@ async function interleavedRounds(starters: Array<() => Promise<Target>>, cases: 
         results.push(result);
       }
       for (const session of sessions) await session.check();
+      // Each process's peak RSS over every run of this body, against the Deployment's 256 MiB limit.
+      process.stderr.write(`  peak RSS (VmHWM) after the ${c.name} rounds: ${targets.map((t) => `${t.name} ${memoryMiB(t.process.child.pid as number, 'VmHWM').toFixed(0)} MiB`).join('; ')}\n`);
     } finally {
       await Promise.all(targets.map((t) => t.process.stop()));
     }
@@ -736,11 +756,11 @@ async function inner(): Promise<void> {
   const hash64 = await loadXxh64();
   const cases = bodyCases();
   try {
-    const startHasher = (prefixKey: PrefixKey) => async (): Promise<Target> => {
+    const startHasher = (prefixKey: PrefixKey, variant?: { label: string; flags: string[] }) => async (): Promise<Target> => {
       const port = await freePort();
       const metricsPort = await freePort();
       const command = [
-        'taskset', '-c', SERVER_CORE, process.execPath, cli, 'ext-proc',
+        'taskset', '-c', SERVER_CORE, process.execPath, ...(variant?.flags ?? []), cli, 'ext-proc',
         '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES), '--prefix-key', prefixKey,
       ];
       // With --trace-gc, V8's lines go straight to a file, line-buffered: a
@@ -758,7 +778,7 @@ async function inner(): Promise<void> {
       const answeredCount = async () => sampleSum(await scrape().catch(scrape), 'ext_proc_messages_total', { outcome: 'hashed' });
       const gc = args['trace-gc'] ? { logOffset: () => statSync(gcLog).size, gcSince: (offset: number) => gcCounts(readFileSync(gcLog).subarray(offset).toString('latin1')) } : {};
       return {
-        name: `hasher ${prefixKey}`,
+        name: `hasher ${prefixKey}${variant === undefined ? '' : ` ${variant.label}`}`,
         port,
         process: proc,
         message: (c) => c.hasher,
@@ -783,7 +803,7 @@ async function inner(): Promise<void> {
       // BBR copies the body's "model" into X-Gateway-Model-Name.
       return { name: 'BBR', port, process: proc, message: (c) => c.bbr, answered: (r) => setHeaderValue(r, 'x-gateway-model-name') !== undefined };
     };
-    const starters = [...KEYS.map(startHasher), startBbr];
+    const starters = [...KEYS.map((key) => startHasher(key)), ...VARIANTS.map((v) => startHasher(KEYS[0] as PrefixKey, v)), startBbr];
     const ghz = args['skip-ghz'] ? undefined : join(benchBin, 'ghz');
     const results: Result[] = [];
     for (let round = 0; round < Number(args.rounds); round++) {
