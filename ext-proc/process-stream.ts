@@ -145,10 +145,19 @@ export function createProcessLoop(options: ProcessLoopOptions): (stream: http2.S
     }
   }
 
-  // Envoy half-closed: nothing more will come, so close our side cleanly.
+  // The request side ended. node:http2 emits 'end' for a client's reset too,
+  // before 'aborted' and 'close' (bench/RELIABILITY.md, finding 6): only on
+  // the next turn of the loop can a half-close be told from a reset, and a
+  // reset in the middle of a message is not a malformed message.
   function onEnd(this: ProcessHttp2Stream): void {
-    const entry = this[STATE];
-    if (entry.call.ended) return;
+    if (this[STATE].call.ended) return;
+    setImmediate(afterEnd, this);
+  }
+
+  // Envoy half-closed: nothing more will come, so close our side cleanly. A reset is onClose's.
+  function afterEnd(stream: ProcessHttp2Stream): void {
+    const entry = stream[STATE];
+    if (entry.call.ended || stream.aborted || stream.destroyed) return;
     if (entry.reader.pending) fail(entry, 'undecodable', GrpcStatus.INTERNAL, 'the stream ended inside a message');
     else entry.call.end();
   }

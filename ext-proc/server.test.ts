@@ -178,6 +178,30 @@ describe('the prefix hasher, as Envoy Gateway drives it', () => {
     expect(logs.filter((line) => JSON.parse(line).level >= 40)).toEqual([]);
   });
 
+  it('logs a client reset at debug, after its headers and in the middle of a message, and counts neither as an error', async () => {
+    const { server, logs } = await start();
+    const method = processMethod();
+    const session = http2.connect(`http://127.0.0.1:${server.port}`);
+    session.on('error', () => {});
+    const headers = frameMessage(method.requestSerialize(headersMessage(base, false)));
+    const body = frameMessage(method.requestSerialize(bodyMessage(chatBody('cut short'), true)));
+    for (const sent of [headers, Buffer.concat([headers, body.subarray(0, 12)])]) {
+      const stream = session.request({ ':method': 'POST', ':path': PROCESS_METHOD_PATH, 'content-type': 'application/grpc', te: 'trailers' });
+      stream.on('error', () => {});
+      stream.write(sent);
+      // The headers answer arrives: the server has read what was sent.
+      await once(stream, 'data');
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      await once(stream, 'close');
+    }
+    await expect.poll(async () => metric(await scrape(server), 'ext_proc_streams_open')).toBe(0);
+    await expect.poll(() => logs.filter((line) => JSON.parse(line).msg === 'ext_proc stream reset by the client').length).toBe(2);
+    const metrics = await scrape(server);
+    expect(metric(metrics, 'ext_proc_stream_errors_total{reason="undecodable"}')).toBe(0);
+    expect(logs.filter((line) => JSON.parse(line).level >= 40)).toEqual([]);
+    session.close();
+  });
+
   const method = processMethod();
   it.each([
     { name: 'bytes that are no protobuf', messages: [Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, ...Buffer.from(MARKER)])], code: grpc.status.INVALID_ARGUMENT, details: /^undecodable ProcessingRequest: / },
