@@ -50,10 +50,10 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { EnvoyStream, bodyMessage, connectExtProc, headersMessage, type ExtProcClient, type HeaderList } from '../ext-proc/envoy-harness.ts';
+import { EnvoyStream, bodyMessage, connectExtProc, headersMessage, type ExtProcClient } from '../ext-proc/envoy-harness.ts';
 import { startControlPlane } from '../test/testbed/control-plane.ts';
 import { alternatingRuns, cpuSeconds, median, memoryMiB, percentile, sampleSum } from './stats.ts';
-import { h2load, requireH2load, type H2loadRun } from './h2load.ts';
+import { CHAT_REQUEST_HEADERS, h2load, requireH2load, type H2loadRun } from './h2load.ts';
 import { frameMessage } from '../ext-proc/grpc-wire.ts';
 import { conversationKey } from '../ext-proc/conversation-key.ts';
 import { loadXxh64, promptHash } from '../ext-proc/handlers.ts';
@@ -162,16 +162,7 @@ function bodyCases(): BodyCase[] {
   return cases.filter((c) => BODIES.includes(c.name));
 }
 
-const HEADERS: HeaderList = [
-  [':authority', 'gateway.example.com'],
-  [':method', 'POST'],
-  [':path', '/v1/chat/completions'],
-  [':scheme', 'https'],
-  ['content-type', 'application/json'],
-  ['authorization', 'Bearer sk-redacted'],
-  ['user-agent', 'OpenAI/Python 1.99.0'],
-  ['x-request-id', '2f1c7e4a-6b1d-4d0e-9a53-3b9b0c6f1e22'],
-];
+const HEADERS = CHAT_REQUEST_HEADERS;
 
 interface Target {
   name: string;

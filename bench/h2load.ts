@@ -34,6 +34,18 @@ export function requireH2load(): void {
  * Writes one ext_proc stream as h2load's request body (`-d`): the framed
  * request-headers message, then the framed request-body message.
  */
+/** The request headers of a chat completion as Envoy hands them to the hasher, in every bench's ext_proc requests. */
+export const CHAT_REQUEST_HEADERS: HeaderList = [
+  [':authority', 'gateway.example.com'],
+  [':method', 'POST'],
+  [':path', '/v1/chat/completions'],
+  [':scheme', 'https'],
+  ['content-type', 'application/json'],
+  ['authorization', 'Bearer sk-redacted'],
+  ['user-agent', 'OpenAI/Python 1.99.0'],
+  ['x-request-id', '2f1c7e4a-6b1d-4d0e-9a53-3b9b0c6f1e22'],
+];
+
 export function writeExtProcRequest(file: string, headers: HeaderList, body: Uint8Array, endOfStream: boolean): string {
   const { requestSerialize } = processMethod();
   writeFileSync(file, Buffer.concat([frameMessage(requestSerialize(headersMessage(headers, false))), frameMessage(requestSerialize(bodyMessage(body, endOfStream)))]));

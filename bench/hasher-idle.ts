@@ -33,14 +33,14 @@ import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { EnvoyStream, bodyMessage, connectExtProc, headersMessage, type ExtProcClient, type HeaderList } from '../ext-proc/envoy-harness.ts';
+import { EnvoyStream, bodyMessage, connectExtProc, headersMessage, type ExtProcClient } from '../ext-proc/envoy-harness.ts';
 import { loadXxh64, promptHash } from '../ext-proc/handlers.ts';
 import { PROCESS_METHOD_PATH } from '../ext-proc/protocol.ts';
 import { EXT_PROC_ENV } from '../src/render.ts';
 import { freePort, startProcess, waitFor } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
 import { shape } from './client-shapes.ts';
-import { h2load, requireH2load, writeExtProcRequest, type H2loadRun } from './h2load.ts';
+import { CHAT_REQUEST_HEADERS, h2load, requireH2load, writeExtProcRequest, type H2loadRun } from './h2load.ts';
 import { alternatingRunsAsync, cpuSeconds, median, memoryMiB, runQueueWaitSeconds, sampleSum } from './stats.ts';
 
 const SERVER_CORE = '0';
@@ -68,14 +68,7 @@ const TRACE_GC = args['trace-gc'] as boolean;
 const SECONDS = Number(args.seconds);
 const IDLE = Number(args.idle);
 
-const HEADERS: HeaderList = [
-  [':authority', 'gateway.example.com'],
-  [':method', 'POST'],
-  [':path', '/v1/chat/completions'],
-  [':scheme', 'https'],
-  ['content-type', 'application/json'],
-  ['user-agent', 'OpenAI/Python 1.99.0'],
-];
+const HEADERS = CHAT_REQUEST_HEADERS;
 
 /** Turn 2 of a chat as the OpenAI SDK sends it (the history resent), about 4 KiB. */
 function requestBody(): Buffer {
