@@ -380,6 +380,10 @@ describe('one AIGatewayRoute, labelled for its ModelService', () => {
 describe('a second AIGatewayRoute, older than ours, for another model on the same Gateway', () => {
   beforeAll(async () => {
     await applyRoute(OLDER_ROUTE, OLDER_MODEL, {});
+    // Envoy Gateway orders routes by creationTimestamp, whole seconds, then by name: within the same
+    // second our `llama` would sort before `qwen`. Ours is made again at least a second later.
+    const olderCreated = Date.parse(await tb.kubectlOk(['get', 'httproute', OLDER_ROUTE, '-n', ns, '-o', 'jsonpath={.metadata.creationTimestamp}']));
+    await waitFor(`a second past ${OLDER_ROUTE}'s creationTimestamp`, async () => Date.now() >= olderCreated + 2_000, 10_000);
     // Ours again, now the newer: AI Gateway deletes its HTTPRoute with it (ownerReference), then makes it anew.
     await tb.kubectlOk(['delete', 'aigatewayroute', MS, '-n', ns]);
     await waitFor(`HTTPRoute ${ns}/${MS} gone`, async () => (await tb.kubectl(['get', 'httproute', MS, '-n', ns])).code !== 0, 60_000);
