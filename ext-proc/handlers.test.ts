@@ -140,6 +140,8 @@ describe('handleMessage', () => {
       response: { request_headers: { response: { status: 'CONTINUE', header_mutation: { remove_headers: ['x-prompt-hash'] } } } },
       phase: next,
       outcome,
+      // Without a models table every stream is keyed with the flags.
+      settings: config,
     });
   });
 
@@ -314,9 +316,9 @@ describe('the Gateway-level hasher: key settings per x-ai-eg-model (src/gateway-
     expect(answer.ok && answer.settings).toBeNull();
   });
 
-  it('without a table, gives no per-stream settings (every request hashed with the flags)', () => {
+  it('without a table, gives every stream the flags\' settings (every request hashed with them)', () => {
     const answer = handleMessage('awaiting-headers', headers('team-a/llama'), config);
-    expect(answer.ok && 'settings' in answer).toBe(false);
+    expect(answer.ok && answer.settings).toBe(config);
   });
 });
 

@@ -68,7 +68,7 @@ export interface Answer {
   outcome: Outcome;
   /** The x-prompt-hash value when outcome is 'hashed': response is then hashedBodyAnswer(promptHash). */
   promptHash?: string;
-  /** On the answer to request_headers with a models table: the stream's key settings (null: not hashed). */
+  /** On the answer to request_headers: the stream's key settings (keySettingsFor; null: not hashed). */
   settings?: KeySettings | null;
 }
 
@@ -163,7 +163,7 @@ export function handleMessage(phase: Phase, request: ProcessingRequest, config: 
         response: sentPromptHash(request.request_headers) ? HEADERS_ANSWER_CLEARING_ROUTE : HEADERS_ANSWER,
         phase: endOfStream ? 'request-done' : 'awaiting-body',
         outcome: endOfStream ? 'no-body' : 'headers-answered',
-        ...(config.models === undefined ? {} : { settings: keySettingsFor(request.request_headers, config) }),
+        settings: keySettingsFor(request.request_headers, config),
       };
     }
     case 'request_body': {

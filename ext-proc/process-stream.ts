@@ -20,8 +20,8 @@ export interface LiveStream {
 class ProcessStream implements LiveStream {
   readonly call: Call;
   phase: Phase = 'awaiting-headers';
-  /** The request's key settings once its headers chose them (Gateway-level hasher); undefined: the config's. */
-  settings: KeySettings | null | undefined = undefined;
+  /** The request's key settings, chosen by its headers (handlers.ts keySettingsFor); a body never comes first. */
+  settings: KeySettings | null = null;
   readonly reader: MessageReader<Buffer | TruncatedMessage>;
   prev: ProcessStream | undefined = undefined;
   next: ProcessStream | undefined = undefined;

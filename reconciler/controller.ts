@@ -13,7 +13,7 @@ import { DEFAULT_WATCH_FAILURE_BOUND_MS, type InformerHealth, type Readiness, ST
 import { ENVOY_GATEWAY_API_VERSION, GENERATED_KINDS, type RenderOptions } from '../src/render.ts';
 import { KubeApiError, type KubeClient } from './kube.ts';
 import { Informer, type InformerOptions, type Watched } from './informer.ts';
-import { type Plan, type PlanCache, mustRecreate, orphans, plan, writeFailed } from './plan.ts';
+import { type Plan, type PlanCache, mustRecreate, orphans, ownedBy, plan, writeFailed } from './plan.ts';
 import { planGatewayHashers } from './gateway-plan.ts';
 import { DEFAULT_WORKERS, WorkQueue } from './queue.ts';
 import { type Writer, refFor } from './writer.ts';
@@ -308,14 +308,8 @@ export class Reconciler {
       if (next.finalizer === 'add') await this.writer.finalizer(key, ms, 'add');
       for (const object of next.apply) {
         writing = object;
-        await this.writer.apply(key, object).catch(async (error: unknown) => {
-          const live = cache.get(object.kind, object.metadata.namespace ?? namespace, object.metadata.name ?? '');
-          if (!mustRecreate(error as { status?: number }, live, ms)) throw error;
-          await this.writer.delete(key, live as KubeObject);
-          await this.writer.apply(key, object);
-          this.logger.warn({ object: objectKey(object), error: (error as Error).message }, 'recreated: the API server refused to repair it in place');
-          next.events.unshift({ type: 'Warning', reason: 'Recreated', message: `${object.kind} ${object.metadata.name} was recreated: ${(error as Error).message}` });
-        });
+        const refused = await this.applyOrRecreate(key, object, cache, ownedBy(ms));
+        if (refused) next.events.unshift({ type: 'Warning', reason: 'Recreated', message: `${object.kind} ${object.metadata.name} was recreated: ${refused.message}` });
       }
       writing = undefined;
       for (const object of next.prune) {
@@ -330,6 +324,25 @@ export class Reconciler {
     await this.report(ms, next);
   }
 
+  /**
+   * Applies one object; when the API server refuses the apply as invalid and
+   * the live object is ours, deletes it and applies it afresh (mustRecreate).
+   * Returns the refusal when it recreated; throws any other failure.
+   */
+  private async applyOrRecreate(key: string, object: KubeObject, cache: PlanCache, isOurs: (live: KubeObject) => boolean): Promise<Error | undefined> {
+    try {
+      await this.writer.apply(key, object);
+      return undefined;
+    } catch (error) {
+      const live = cache.get(object.kind, object.metadata.namespace ?? '', object.metadata.name ?? '');
+      if (!mustRecreate(error as { status?: number }, live, isOurs)) throw error;
+      await this.writer.delete(key, live as KubeObject);
+      await this.writer.apply(key, object);
+      this.logger.warn({ object: objectKey(object), error: (error as Error).message }, 'recreated: the API server refused to repair it in place');
+      return error as Error;
+    }
+  }
+
   /** One pass over every Gateway hasher: plan, look up, plan again, write. Throws to be retried with backoff. */
   private async reconcileGatewayHashers(): Promise<void> {
     const routes = this.routeView();
@@ -342,16 +355,7 @@ export class Reconciler {
       this.logger.warn({ conflicts: next.conflicts }, 'Gateway hasher objects already exist and are not ours (no affinity.modelplane.ai/gateway label); rename or delete them: they are left untouched');
     }
     const cache = this.planCache(namesakes);
-    for (const object of next.apply) {
-      await this.writer.apply(GATEWAY_HASHERS_KEY, object).catch(async (error: unknown) => {
-        // As for a ModelService's objects (mustRecreate): a field another manager took can make our apply invalid.
-        const live = cache.get(object.kind, object.metadata.namespace ?? '', object.metadata.name ?? '');
-        if ((error as { status?: number }).status !== 422 || !live || !isGatewayHasherObject(live)) throw error;
-        await this.writer.delete(GATEWAY_HASHERS_KEY, live);
-        await this.writer.apply(GATEWAY_HASHERS_KEY, object);
-        this.logger.warn({ object: objectKey(object), error: (error as Error).message }, 'recreated: the API server refused to repair it in place');
-      });
-    }
+    for (const object of next.apply) await this.applyOrRecreate(GATEWAY_HASHERS_KEY, object, cache, isGatewayHasherObject);
     for (const object of next.prune) {
       await this.writer.delete(GATEWAY_HASHERS_KEY, object);
       this.logger.info({ object: objectKey(object) }, 'pruned a Gateway hasher object no longer needed');

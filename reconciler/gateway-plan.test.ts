@@ -61,6 +61,12 @@ describe('gatewayHashers: the models each Gateway hasher keys', () => {
     { name: 'AIGatewayRoutes not known yet: undefined (nothing decided)', ms: [kimi], routes: view(undefined), expected: undefined },
     { name: 'no AIGatewayRoute for the model: no hasher', ms: [kimi], routes: view([aiRoute('team-b/qwen')]), expected: [] },
     {
+      name: 'no AI Gateway route at all (a cluster without Envoy AI Gateway, plain HTTPRoutes only): no hasher',
+      ms: [kimi, qwen],
+      routes: view([], [{ ...generated('kimi', 'ml', ['ml/kimi'], [{ name: 'gw' }]), metadata: { name: 'kimi', namespace: 'ml', labels: { 'affinity.modelplane.ai/model-service': 'kimi' } } }]),
+      expected: [],
+    },
+    {
       name: 'a route on two Gateways (one in another namespace, parentRef namespace given): a hasher on each',
       ms: [kimi],
       routes: view([aiRoute('ml/kimi', [{ name: GW.name }, { name: OTHER_GW.name, namespace: OTHER_GW.namespace }])]),
@@ -114,6 +120,7 @@ describe('planGatewayHashers', () => {
       conflicts: [],
     },
     { name: 'the last PrefixHash route gone: the hasher is pruned', cache: cacheOf(both), routes: view([aiRoute('ml/glm')]), lookups: [], apply: [], prune: where(both), conflicts: [] },
+    { name: 'every AI Gateway route gone: the hasher is pruned', cache: cacheOf(both), routes: view([]), lookups: [], apply: [], prune: where(both), conflicts: [] },
     { name: 'AIGatewayRoutes not known: the hashers are left as they are', cache: cacheOf(both), routes: view(undefined), lookups: [], apply: [], prune: [], conflicts: [] },
     {
       name: "a namesake Service without our Gateway label is someone else's: left alone, reported",

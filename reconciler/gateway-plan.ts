@@ -5,6 +5,7 @@
 // writer. One pass covers every Gateway: the hashers are shared by the
 // ModelServices of many namespaces, so no single ModelService decides them.
 import { mutateModelService } from '../src/admission.ts';
+import { isAiGatewayGenerated } from '../src/ai-gateway.ts';
 import { affinityType, validate } from '../src/affinity.ts';
 import { type GatewayRef, GATEWAY_LABEL, type ModelKeySettings, gatewayLabelValue } from '../src/gateway-hasher.ts';
 import type { KubeObject, ModelService } from '../src/model-service.ts';
@@ -42,6 +43,9 @@ const modelServiceKey = (ms: ModelService) => `${ms.metadata.namespace ?? ''}/${
  */
 export function gatewayHashers(modelServices: readonly ModelService[], routes: RouteView): GatewayHasher[] | undefined {
   if (routes.aiGatewayRoutes === undefined) return undefined;
+  // Only AI Gateway's routes (and the HTTPRoutes it generates) lead to a Gateway hasher: without any, a
+  // pass needs no look at the ModelServices, and any ModelService or route event queues one.
+  if (routes.aiGatewayRoutes.length === 0 && !routes.httpRoutes.some(isAiGatewayGenerated)) return [];
   const byGateway = new Map<string, GatewayHasher>();
   for (const ms of [...modelServices].sort((a, b) => modelServiceKey(a).localeCompare(modelServiceKey(b)))) {
     if (ms.metadata.deletionTimestamp) continue;

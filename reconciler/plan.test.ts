@@ -5,7 +5,7 @@ import { modelService } from '../test/fixtures/model-service.ts';
 import { crossNamespaceNames } from '../src/naming.ts';
 import { crossNamespaceOwnerKey } from '../src/ownership.ts';
 import type { RouteView } from '../src/route-shape.ts';
-import { type PlanCache, finalizerPatch, mustRecreate, orphans, plan, writeFailed } from './plan.ts';
+import { type PlanCache, finalizerPatch, mustRecreate, orphans, ownedBy, plan, writeFailed } from './plan.ts';
 
 const OPTIONS = { extProcImage: 'registry.example/mpa:test' };
 const NOW = new Date('2026-01-02T03:04:05.678Z');
@@ -424,5 +424,5 @@ describe('mustRecreate', () => {
       live: { ...squatter, metadata: { name: 'p', namespace: 'modelplane-system', labels: { 'app.kubernetes.io/managed-by': 'modelplane-affinity', 'affinity.modelplane.ai/model-service': 'qwen', 'affinity.modelplane.ai/model-service-namespace': 'ml' } } },
       recreate: false,
     },
-  ])('$name', ({ status, live, recreate }) => expect(mustRecreate({ status }, live, owned(SESSION))).toBe(recreate));
+  ])('$name', ({ status, live, recreate }) => expect(mustRecreate({ status }, live, ownedBy(owned(SESSION)))).toBe(recreate));
 });

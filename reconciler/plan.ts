@@ -220,10 +220,14 @@ export function writeFailed(ms: ModelService, object: KubeObject | undefined, er
  * Server-side apply cannot repair every hand edit: a field another manager
  * now owns stays, and can make our apply invalid (a Service port whose number
  * was edited keeps its name, so ours is a duplicate: 422). Such an object, if
- * it is ours (controlled by the ModelService, or in another namespace
- * labelled as its), is deleted (uid precondition) and applied afresh.
+ * it is ours (`isOurs`: ownedBy for a ModelService's, isGatewayHasherObject
+ * for a Gateway hasher's), is deleted (uid precondition) and applied afresh.
  */
-export function mustRecreate(error: { status?: number }, live: KubeObject | null | undefined, ms: ModelService): boolean {
-  if (error.status !== 422 || live === null || live === undefined) return false;
-  return isControlledBy(live, ms.metadata.uid ?? '') || isLabelledFor(live, ms);
+export function mustRecreate(error: { status?: number }, live: KubeObject | null | undefined, isOurs: (live: KubeObject) => boolean): boolean {
+  return error.status === 422 && live !== null && live !== undefined && isOurs(live);
+}
+
+/** A ModelService's objects: controlled by it, or in another namespace labelled as its. */
+export function ownedBy(ms: ModelService): (object: KubeObject) => boolean {
+  return (object) => isControlledBy(object, ms.metadata.uid ?? '') || isLabelledFor(object, ms);
 }
