@@ -179,8 +179,11 @@ describe('one AIGatewayRoute, labelled for its ModelService', () => {
 
   it.each(['Session', 'PrefixHash'] as const)('%s keeps every later turn of 100 five-turn conversations on turn 1 backend', async (mode) => {
     await fleet.setAffinity(MS, mode);
-    const before = await hasherStreams();
+    // The labelled route also puts its model in the Gateway hasher: running, it must still get no stream.
+    if (mode === 'PrefixHash') await waitFor('the Gateway hasher to run', async () => fleet.hashers.pod(GATEWAY_HASHER) !== undefined, 90_000);
+    const [before, gatewayBefore] = [await hasherStreams(), await streamsOf(GATEWAY_HASHER)];
     const results = await conversations(11, mode);
+    const gatewayStreams = (await streamsOf(GATEWAY_HASHER)) - gatewayBefore;
     const l = locality(results);
     await report(`${mode}, one route`, l);
     expect(l.failed).toBe(0);
@@ -189,8 +192,10 @@ describe('one AIGatewayRoute, labelled for its ModelService', () => {
     for (const count of Object.values(l.split)) expect(count).toBeGreaterThan(CONVERSATIONS / 3 / 2);
     if (mode === 'PrefixHash') {
       const streams = (await hasherStreams()) - before;
-      say(`PrefixHash, one route: the hasher opened ${streams} streams for ${l.requests} requests`);
+      say(`PrefixHash, one route: the hasher opened ${streams} streams for ${l.requests} requests, the Gateway hasher ${gatewayStreams}`);
       expect(streams).toBeGreaterThanOrEqual(l.requests);
+      // The route has an EnvoyExtensionPolicy of its own, so Envoy Gateway gives it no Gateway-level filter.
+      expect(gatewayStreams).toBe(0);
       for (const turn of results.flat()) expect(turn.promptHash).toMatch(/^[0-9a-f]{16}$/);
     }
   });
