@@ -41,10 +41,12 @@
 // --variant 'label=node flags' (repeatable) adds a hasher with the first
 // key and those flags on node's command line (after the Deployment's
 // NODE_OPTIONS, so they override it), measured in the same rounds: V8 and
-// Node settings against the current hasher and BBR in one run. --bodies
-// picks the body cases (4,32).
+// Node settings against the current hasher and BBR in one run. A variant
+// whose flags begin with `cli:<path>` runs that build of the command instead
+// (another commit's dist/bin/modelplane-affinity.js): a code change against
+// the build before it, in the same rounds. --bodies picks the body cases (4,32).
 //
-//   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 2] [--pairs 8] [--skip-ghz] [--trace-gc] [--keys Conversation,Body] [--variant 'semi16=--max-semi-space-size=16'] [--bodies 4,32]
+//   node_modules/.bin/node bench/ext-proc.ts [--seconds 5] [--rounds 2] [--pairs 8] [--skip-ghz] [--trace-gc] [--keys Conversation,Body] [--variant 'semi16=--max-semi-space-size=16'] [--variant 'before=cli:/tmp/old/dist/bin/modelplane-affinity.js'] [--bodies 4,32]
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -92,11 +94,13 @@ const KEYS = (args.keys as string).split(',').map((key) => {
   if (!(PREFIX_KEYS as readonly string[]).includes(key)) throw new Error(`--keys: ${key} is not one of ${PREFIX_KEYS.join(', ')}`);
   return key as PrefixKey;
 });
-/** Extra hashers: a label and node command-line flags. */
+/** Extra hashers: a label, node command-line flags, and another build of the command if `cli:<path>` comes first. */
 const VARIANTS = (args.variant as string[]).map((v) => {
   const at = v.indexOf('=');
   if (at <= 0) throw new Error(`--variant: ${v} is not label=flags`);
-  return { label: v.slice(0, at), flags: v.slice(at + 1).split(' ').filter((f) => f !== '') };
+  const [first, ...rest] = v.slice(at + 1).split(' ').filter((f) => f !== '');
+  const cli = first?.startsWith('cli:') ? first.slice('cli:'.length) : undefined;
+  return { label: v.slice(0, at), cli, flags: cli === undefined && first !== undefined ? [first, ...rest] : rest };
 });
 const BODIES = (args.bodies as string).split(',').map((b) => {
   if (b !== '4' && b !== '32') throw new Error(`--bodies: ${b} is not 4 or 32`);
@@ -747,11 +751,11 @@ async function inner(): Promise<void> {
   const hash64 = await loadXxh64();
   const cases = bodyCases();
   try {
-    const startHasher = (prefixKey: PrefixKey, variant?: { label: string; flags: string[] }) => async (): Promise<Target> => {
+    const startHasher = (prefixKey: PrefixKey, variant?: { label: string; cli: string | undefined; flags: string[] }) => async (): Promise<Target> => {
       const port = await freePort();
       const metricsPort = await freePort();
       const command = [
-        'taskset', '-c', SERVER_CORE, process.execPath, ...(variant?.flags ?? []), cli, 'ext-proc',
+        'taskset', '-c', SERVER_CORE, process.execPath, ...(variant?.flags ?? []), variant?.cli ?? cli, 'ext-proc',
         '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', String(PREFIX_BYTES), '--prefix-key', prefixKey,
       ];
       // With --trace-gc, V8's lines go straight to a file, line-buffered: a

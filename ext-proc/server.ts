@@ -16,6 +16,7 @@ import { createHealthService } from './health.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
 import { LiveStreams, createProcessLoop, isIdle } from './process-stream.ts';
 import { HEALTH_SERVICE, PROCESS_METHOD_PATH } from './protocol.ts';
+import { useStreamTable } from './session-stream-table.ts';
 
 export interface ExtProcOptions {
   port: number;
@@ -84,8 +85,13 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
     streamResetBurst: STREAM_RESET_BURST,
     streamResetRate: STREAM_RESET_RATE,
   });
+  let warnedStreamMap = false;
   server.on('session', (session) => {
     sessions.add(session);
+    if (!useStreamTable(session) && !warnedStreamMap) {
+      warnedStreamMap = true;
+      log.warn({ node: process.version }, "node:http2's session state is not the shape this build knows, so its streams stay in node's own Map: under load expect a mark-compact pause every second or so (ext-proc/session-stream-table.ts)");
+    }
     // A connection window for many concurrent bodies (1,000 × 16 KiB), so one
     // connection from Envoy is not throttled to 64 KiB in flight.
     session.setLocalWindowSize(16 * 1024 * 1024);
