@@ -4,7 +4,8 @@
 // ext_proc hop when the processor does no work: the floor under the hasher.
 // Served as the hasher is (plaintext HTTP/2 on node:http2, framed by our
 // ext-proc/grpc-wire.ts); the message kind is read from the first field tag
-// of the ProcessingRequest, so the body is never decoded.
+// of the ProcessingRequest, so the body is never decoded. answerFor is shared
+// with bench/raw-h2-noop.ts, the same noop on its own HTTP/2 framing.
 //
 //   node bench/noop-ext-proc.ts HOST PORT
 import http2 from 'node:http2';
@@ -32,7 +33,7 @@ function varint(bytes: Buffer, at: number): [value: number, next: number] {
 }
 
 /** The answer to one ProcessingRequest: the kind of its first oneof field, undefined when it has none. */
-function answerFor(message: Buffer): Buffer | undefined {
+export function answerFor(message: Buffer): Buffer | undefined {
   let at = 0;
   while (at < message.length) {
     const [tag, afterTag] = varint(message, at);
@@ -50,40 +51,43 @@ function answerFor(message: Buffer): Buffer | undefined {
   return undefined;
 }
 
-const server = http2.createServer();
-server.on('stream', (stream, headers) => {
-  stream.on('error', () => undefined);
-  if (headers[':path'] !== PROCESS_METHOD_PATH) {
-    stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE, ...statusTrailers(GrpcStatus.UNIMPLEMENTED, 'only ExternalProcessor/Process') }, { endStream: true });
-    return;
-  }
-  let status: GrpcStatus = GrpcStatus.OK;
-  stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE }, { waitForTrailers: true });
-  stream.once('wantTrailers', () => stream.sendTrailers(statusTrailers(status, '')));
-  const reader = new MessageReader(DEFAULT_MAX_MESSAGE_BYTES);
-  stream.on('data', (chunk: Buffer) => {
-    const messages = reader.push(chunk);
-    if (!Array.isArray(messages)) {
-      status = messages.code;
-      stream.end();
+// Serves only when run; bench/raw-h2-noop.ts imports answerFor.
+if (import.meta.main) {
+  const server = http2.createServer();
+  server.on('stream', (stream, headers) => {
+    stream.on('error', () => undefined);
+    if (headers[':path'] !== PROCESS_METHOD_PATH) {
+      stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE, ...statusTrailers(GrpcStatus.UNIMPLEMENTED, 'only ExternalProcessor/Process') }, { endStream: true });
       return;
     }
-    for (const message of messages) {
-      const answer = answerFor(message);
-      if (answer === undefined) {
-        status = GrpcStatus.INVALID_ARGUMENT;
+    let status: GrpcStatus = GrpcStatus.OK;
+    stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE }, { waitForTrailers: true });
+    stream.once('wantTrailers', () => stream.sendTrailers(statusTrailers(status, '')));
+    const reader = new MessageReader(DEFAULT_MAX_MESSAGE_BYTES);
+    stream.on('data', (chunk: Buffer) => {
+      const messages = reader.push(chunk);
+      if (!Array.isArray(messages)) {
+        status = messages.code;
         stream.end();
         return;
       }
-      stream.write(answer);
-    }
+      for (const message of messages) {
+        const answer = answerFor(message);
+        if (answer === undefined) {
+          status = GrpcStatus.INVALID_ARGUMENT;
+          stream.end();
+          return;
+        }
+        stream.write(answer);
+      }
+    });
+    stream.on('end', () => {
+      if (!stream.writableEnded) stream.end();
+    });
   });
-  stream.on('end', () => {
-    if (!stream.writableEnded) stream.end();
+  server.listen(Number(portText), host, () => process.stderr.write(`do-nothing ext_proc on ${host}:${portText}\n`));
+  process.once('SIGTERM', () => {
+    server.close();
+    process.exit(0);
   });
-});
-server.listen(Number(portText), host, () => process.stderr.write(`do-nothing ext_proc on ${host}:${portText}\n`));
-process.once('SIGTERM', () => {
-  server.close();
-  process.exit(0);
-});
+}
