@@ -541,6 +541,55 @@ describe('H2 connection errors, frame by frame (RFC 9113)', () => {
   });
 });
 
+describe('stopRequest: a complete answer to a client that has not half-closed', () => {
+  /** Answers with 1,000 octets and trailers before the request ends, then asks the client to stop. */
+  function answerEarly(stream: H2Stream): void {
+    stream.respond(OK_HEADERS);
+    stream.write(Buffer.alloc(1000, 0x61));
+    stream.end([['grpc-status', '0']]);
+    stream.stopRequest();
+  }
+
+  it.each([
+    ['with open windows', 65_535],
+    ['with the trailers waiting for a 100-octet window', 100],
+  ])('sends the DATA, then the trailers, then RST_STREAM(NO_ERROR), %s', async (_name, window) => {
+    const served = await serve(answerEarly);
+    const client = await RawClient.connect(served.port, Buffer.concat([CLIENT_PREFACE, settingsFrame([[Setting.INITIAL_WINDOW_SIZE, window]])]));
+    client.send(headers(1, Flag.END_HEADERS));
+    if (window < 1000) {
+      expect(await waitUntil(() => client.streamFrames(1).some((f) => f.type === FrameType.DATA), 1000)).toBe(true);
+      await sleep(20);
+      expect(rst(client.streamFrames(1), 1)).toBeUndefined();
+      client.send(windowUpdate(1, 1000));
+    }
+    expect(await waitUntil(() => rst(client.streamFrames(1), 1) !== undefined, 1000)).toBe(true);
+    const frames = client.streamFrames(1);
+    const kinds = frames.map((f) => (f.type === FrameType.HEADERS ? ((f.flags & Flag.END_STREAM) !== 0 ? 'trailers' : 'headers') : f.type === FrameType.DATA ? 'data' : f.type === FrameType.RST_STREAM ? 'rst' : String(f.type)));
+    expect(kinds.filter((k, i) => k !== kinds[i - 1])).toEqual(['headers', 'data', 'trailers', 'rst']);
+    expect(frames.filter((f) => f.type === FrameType.DATA).reduce((sum, f) => sum + f.payload.length, 0)).toBe(1000);
+    expect(rst(frames, 1)).toBe(ErrorCode.NO_ERROR);
+    expect(served.connections[0]?.openStreams).toBe(0);
+  });
+
+  it('refuses stopRequest before end(), naming what must come first', async () => {
+    let error: unknown;
+    const served = await serve((stream) => {
+      stream.respond(OK_HEADERS);
+      try {
+        stream.stopRequest();
+      } catch (thrown) {
+        error = thrown;
+      }
+      stream.reset(ErrorCode.NO_ERROR);
+    });
+    const client = await RawClient.connect(served.port);
+    client.send(headers(1, Flag.END_HEADERS));
+    expect(await waitUntil(() => error !== undefined, 1000)).toBe(true);
+    expect(String(error)).toContain('stopRequest() before end(); the response must be complete first');
+  });
+});
+
 /** One random hostile frame sequence, seeded. The last element may be a truncated frame. */
 function hostileSequence(seed: number): { bytes: Buffer; truncated: boolean; goaway: boolean } {
   const next = seededRandom(seed);

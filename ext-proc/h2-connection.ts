@@ -44,7 +44,7 @@ import {
   type FrameHeader,
 } from './h2-frames.ts';
 import { HpackDecoder, encodeHeaderBlock, type HeaderField } from './hpack.ts';
-import { StreamTable } from './session-stream-table.ts';
+import { StreamTable } from './stream-table.ts';
 
 export interface H2ServerOptions {
   /** Our SETTINGS_INITIAL_WINDOW_SIZE: how much of a stream's body the peer may send before our WINDOW_UPDATE. */
@@ -112,6 +112,8 @@ export class H2Stream {
   /** DATA waiting for the peer's windows, and the trailers to send after it (null: end() not called). */
   queue: Buffer[] | null = null;
   trailers: readonly HeaderField[] | null = null;
+  /** stopRequest() came before the trailers could go. */
+  stopAfterEnd = false;
   /** The connection's list of streams waiting for its send window. */
   blockedPrev: H2Stream | null = null;
   blockedNext: H2Stream | null = null;
@@ -166,6 +168,19 @@ export class H2Stream {
     this.endSent = true;
     this.owner.sendHeaders(this, fields, true);
     this.owner.closeIfDone(this);
+  }
+
+  /**
+   * After end(), for a client that has not half-closed: RST_STREAM(NO_ERROR)
+   * once the trailers are out, telling it to stop sending; the response it
+   * got is complete (RFC 9113 §8.1). Trailers still waiting for the peer's
+   * window go first, where reset() would drop them.
+   */
+  stopRequest(): void {
+    if (this.closed || this.remoteEnded) return;
+    if (!this.localEnded) throw new Error(`stream ${this.id}: stopRequest() before end(); the response must be complete first`);
+    if (this.endSent) this.owner.resetStream(this, ErrorCode.NO_ERROR);
+    else this.stopAfterEnd = true;
   }
 
   /** RST_STREAM with this error code (ErrorCode); the stream closes (onClose(true)) and queued DATA is dropped. */
@@ -673,7 +688,8 @@ class ServerConnection implements H2Connection {
     if (trailers.length === 0) this.push(frameHeader(0, FrameType.DATA, Flag.END_STREAM, stream.id));
     else this.push(this.headersFrames(stream.id, trailers, true));
     stream.endSent = true;
-    this.closeIfDone(stream);
+    if (stream.stopAfterEnd && !stream.remoteEnded) this.resetStream(stream, ErrorCode.NO_ERROR);
+    else this.closeIfDone(stream);
   }
 
   closeIfDone(stream: H2Stream): void {
