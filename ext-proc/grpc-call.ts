@@ -1,6 +1,8 @@
-// The transport of one gRPC call on a node:http2 server stream: response
-// headers at once, messages framed by grpc-wire.ts, the status in trailers.
-import http2 from 'node:http2';
+// The transport of one gRPC call on an HTTP/2 stream (h2-connection.ts):
+// response headers at once, messages framed by grpc-wire.ts, the status in
+// trailers.
+import type { H2Stream } from './h2-connection.ts';
+import type { HeaderField } from './hpack.ts';
 import { GRPC_CONTENT_TYPE, GrpcStatus, frameMessage, statusTrailers } from './grpc-wire.ts';
 
 export interface Status {
@@ -9,46 +11,18 @@ export interface Status {
 }
 
 const OK: Status = Object.freeze({ code: GrpcStatus.OK, details: '' });
-// Shared by every call: node:http2 copies headers and options on each respond().
-// No date header: gRPC has no use for it, and it cost a header per answer.
-const RESPONSE_HEADERS = Object.freeze({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE });
-const RESPONSE_OPTIONS = Object.freeze({ waitForTrailers: true, sendDate: false });
-
-/** The call of a stream, kept on the stream so that one trailers listener serves every call (no closure per stream). */
-const CALL = Symbol('grpc-call');
-type CallStream = http2.ServerHttp2Stream & { [CALL]: Call };
-
-function sendStatus(this: CallStream): void {
-  const stream = this;
-  const { status } = stream[CALL];
-  stream.sendTrailers(statusTrailers(status.code, status.details));
-  // A client that has not half-closed is told with RST_STREAM(NO_ERROR)
-  // to stop sending; the answer it got is complete. One that has (the
-  // usual end) needs nothing more: the trailers close the stream, and a
-  // reset would cost a frame and 17-39% of the CPU per stream (bench/RESULTS.md).
-  // Whether it has is known now for the usual end, so only the others
-  // pay for a check on the next turn of the loop.
-  if (!stream.readableEnded) {
-    setImmediate(() => {
-      if (!stream.closed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_NO_ERROR);
-    });
-  }
-}
+// Shared by every call. No date header: gRPC has no use for it.
+const RESPONSE_HEADERS: readonly HeaderField[] = Object.freeze([Object.freeze([':status', '200'] as const), Object.freeze(['content-type', GRPC_CONTENT_TYPE] as const)]);
 
 /** One gRPC call on an HTTP/2 stream: response headers at once, trailers when it ends. */
 export class Call {
-  readonly stream: http2.ServerHttp2Stream;
+  readonly stream: H2Stream;
   /** Our status has been handed to HTTP/2. */
   ended = false;
-  /** What the trailers will say (set by end). */
-  status: Status = OK;
 
-  constructor(stream: http2.ServerHttp2Stream) {
+  constructor(stream: H2Stream) {
     this.stream = stream;
-    (stream as CallStream)[CALL] = this;
-    stream.respond(RESPONSE_HEADERS, RESPONSE_OPTIONS);
-    // node:http2 asks once per stream, when the data ends.
-    stream.on('wantTrailers', sendStatus);
+    stream.respond(RESPONSE_HEADERS);
   }
 
   send(payload: Uint8Array): void {
@@ -57,19 +31,22 @@ export class Call {
 
   /** A message already framed by frameMessage (and never changed afterwards: it may be shared). */
   sendFramed(frame: Buffer): void {
-    if (!this.ended) this.stream.write(frame);
+    if (!this.ended && !this.stream.closed) this.stream.write(frame);
   }
 
   end(status: Status = OK): void {
     if (this.ended) return;
     this.ended = true;
-    this.status = status;
-    if (this.stream.destroyed) return;
-    this.stream.end();
+    if (this.stream.closed) return;
+    this.stream.end(statusTrailers(status.code, status.details));
+    // The usual end comes after the client's half-close and needs nothing
+    // more. Otherwise the answer it got is complete: RST_STREAM(NO_ERROR)
+    // after the trailers tells it to stop sending.
+    this.stream.stopRequest();
   }
 }
 
 /** A call that fails before any message: a trailers-only response. */
-export function refuse(stream: http2.ServerHttp2Stream, code: GrpcStatus, details: string): void {
-  stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE, ...statusTrailers(code, details) }, { endStream: true });
+export function refuse(stream: H2Stream, code: GrpcStatus, details: string): void {
+  stream.respondAndEnd([...RESPONSE_HEADERS, ...statusTrailers(code, details)]);
 }

@@ -122,7 +122,7 @@ describe('status trailers', () => {
     { code: GrpcStatus.FAILED_PRECONDITION, message: 'out-of-order request_body', expected: { 'grpc-status': '9', 'grpc-message': 'out-of-order request_body' } },
     { code: GrpcStatus.INTERNAL, message: '100% sure: é\n', expected: { 'grpc-status': '13', 'grpc-message': '100%25 sure: %C3%A9%0A' } },
   ])('encode status $code with message $message', ({ code, message, expected }) => {
-    expect(statusTrailers(code, message)).toEqual(expected);
+    expect(Object.fromEntries(statusTrailers(code, message))).toEqual(expected);
     expect(decodeURIComponent(encodeGrpcMessage(message))).toBe(message);
   });
 });

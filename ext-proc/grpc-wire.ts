@@ -248,10 +248,13 @@ export function encodeGrpcMessage(message: string): string {
   return out;
 }
 
-/** The trailers of nearly every call, shared (node:http2 copies trailers when it sends them). */
-const OK_TRAILERS: Readonly<Record<string, string>> = Object.freeze({ 'grpc-status': String(GrpcStatus.OK) });
+/** A header field as the HTTP/2 layer takes it (name, value). */
+export type TrailerField = readonly [name: string, value: string];
 
-export function statusTrailers(code: GrpcStatus, message: string): Readonly<Record<string, string>> {
+/** The trailers of nearly every call, shared. */
+const OK_TRAILERS: readonly TrailerField[] = Object.freeze([Object.freeze(['grpc-status', String(GrpcStatus.OK)] as const)]);
+
+export function statusTrailers(code: GrpcStatus, message: string): readonly TrailerField[] {
   if (code === GrpcStatus.OK && message === '') return OK_TRAILERS;
-  return message === '' ? { 'grpc-status': String(code) } : { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(message) };
+  return message === '' ? [['grpc-status', String(code)]] : [['grpc-status', String(code)], ['grpc-message', encodeGrpcMessage(message)]];
 }

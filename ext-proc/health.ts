@@ -1,13 +1,13 @@
 // grpc.health.v1.Health for the hasher: Check answers once, Watch answers
 // now and on every change (the kubelet's gRPC probes use Check; a drain
 // turns every service NOT_SERVING).
-import type http2 from 'node:http2';
 import { Call } from './grpc-call.ts';
+import type { H2Stream } from './h2-connection.ts';
 import { GrpcStatus, MessageReader } from './grpc-wire.ts';
 import { EXT_PROC_SERVICE, healthMethods, type ServingStatus } from './protocol.ts';
 
 export interface HealthService {
-  serve(stream: http2.ServerHttp2Stream, watch: boolean): void;
+  serve(stream: H2Stream, watch: boolean): void;
   setServing(status: ServingStatus): void;
   /** Ends every Watch (a drain: the server is going away). */
   endWatches(): void;
@@ -21,11 +21,15 @@ export function createHealthService(): HealthService {
   ]);
   const watchers = new Set<{ service: string; call: Call }>();
 
-  function serve(stream: http2.ServerHttp2Stream, watch: boolean): void {
+  function serve(stream: H2Stream, watch: boolean): void {
     const call = new Call(stream);
     const reader = new MessageReader(1024);
     const m = watch ? health.Watch : health.Check;
-    stream.on('data', (chunk: Buffer) => {
+    let watcher: { service: string; call: Call } | undefined;
+    stream.onClose = () => {
+      if (watcher !== undefined) watchers.delete(watcher);
+    };
+    stream.onData = (chunk: Buffer) => {
       const messages = reader.push(chunk);
       if (!Array.isArray(messages)) return call.end({ code: messages.code, details: messages.message });
       const first = messages[0];
@@ -43,11 +47,9 @@ export function createHealthService(): HealthService {
         return call.end();
       }
       call.send(m.responseSerialize({ status: status ?? 'SERVICE_UNKNOWN' }));
-      const watcher = { service, call };
+      watcher = { service, call };
       watchers.add(watcher);
-      stream.on('close', () => watchers.delete(watcher));
-    });
-    stream.on('error', () => {});
+    };
   }
 
   function setServing(status: ServingStatus): void {

@@ -3,9 +3,9 @@
 // stream with a gRPC status when the handlers reject a message. Answers are
 // encoded once where they can be (the headers answers are constant, the
 // hashed-body answers differ only in the hash).
-import type http2 from 'node:http2';
 import type { Logger } from 'pino';
 import { Call } from './grpc-call.ts';
+import type { H2Stream } from './h2-connection.ts';
 import { GrpcStatus, MessageReader, TruncatedMessage, fixedLengthValueFrames, frameMessage, statusName } from './grpc-wire.ts';
 import { HEADERS_ANSWER, HEADERS_ANSWER_CLEARING_ROUTE, PROMPT_HASH_LENGTH, decodeRequest, decodeTruncatedRequest, handleMessage, hashedBodyAnswer, type Answer, type ErrorReason, type HandlerConfig, type KeySettings, type Phase } from './handlers.ts';
 import type { ExtProcMetrics } from './metrics.ts';
@@ -27,7 +27,7 @@ class ProcessStream implements LiveStream {
   next: ProcessStream | undefined = undefined;
   listed = false;
 
-  constructor(stream: http2.ServerHttp2Stream, maxMessageBytes: number) {
+  constructor(stream: H2Stream, maxMessageBytes: number) {
     this.call = new Call(stream);
     this.reader = MessageReader.keepingPrefix(maxMessageBytes);
   }
@@ -72,16 +72,16 @@ export class LiveStreams implements Iterable<LiveStream> {
 }
 
 /**
- * A stream's state is kept on the stream, so one set of listeners serves
+ * A stream's state is kept on the stream, so one set of callbacks serves
  * every stream: closures per stream lived as long as the stream and, under
  * bursts, were promoted with it to the old generation (bench/RESULTS.md).
  */
 const STATE = Symbol('process-stream');
-type ProcessHttp2Stream = http2.ServerHttp2Stream & { [STATE]: ProcessStream };
+type ProcessH2Stream = H2Stream & { [STATE]: ProcessStream };
 
 /** The client's address, for logs: computed only when a line is written. */
-function peerOf(stream: http2.ServerHttp2Stream): string {
-  return `${stream.session?.socket?.remoteAddress ?? 'unknown'}:${stream.session?.socket?.remotePort ?? ''}`;
+function peerOf(stream: H2Stream): string {
+  return `${stream.connection.remoteAddress ?? 'unknown'}:${stream.connection.remotePort ?? ''}`;
 }
 
 export interface ProcessLoopOptions {
@@ -96,7 +96,7 @@ export interface ProcessLoopOptions {
 }
 
 /** Returns the handler of one ExternalProcessor/Process stream. */
-export function createProcessLoop(options: ProcessLoopOptions): (stream: http2.ServerHttp2Stream) => void {
+export function createProcessLoop(options: ProcessLoopOptions): (stream: H2Stream) => void {
   const { config, maxMessageBytes, metrics, log, live } = options;
   const method = processMethod();
   // Every stream gets the same headers answer: encode it once. Hashed-body
@@ -120,7 +120,7 @@ export function createProcessLoop(options: ProcessLoopOptions): (stream: http2.S
     entry.call.end({ code, details: message });
   };
 
-  function onData(this: ProcessHttp2Stream, chunk: Buffer): void {
+  function onData(this: ProcessH2Stream, chunk: Buffer): void {
     const entry = this[STATE];
     const { call } = entry;
     if (call.ended) return;
@@ -145,44 +145,40 @@ export function createProcessLoop(options: ProcessLoopOptions): (stream: http2.S
     }
   }
 
-  // The request side ended. node:http2 emits 'end' for a client's reset too,
-  // before 'aborted' and 'close' (bench/RELIABILITY.md, finding 6): only on
-  // the next turn of the loop can a half-close be told from a reset, and a
-  // reset in the middle of a message is not a malformed message.
-  function onEnd(this: ProcessHttp2Stream): void {
+  // The request side ended. A client that cancels may half-close first:
+  // node's http2 client (and grpc-js on it) sends END_STREAM and RST_STREAM
+  // in one write (bench/RELIABILITY.md, finding 6). The reset comes in the
+  // same read, so by the next turn of the loop a cancel has closed the
+  // stream, and a cancel in the middle of a message is not a malformed message.
+  function onEnd(this: ProcessH2Stream): void {
     if (this[STATE].call.ended) return;
     setImmediate(afterEnd, this);
   }
 
   // Envoy half-closed: nothing more will come, so close our side cleanly. A reset is onClose's.
-  function afterEnd(stream: ProcessHttp2Stream): void {
+  function afterEnd(stream: ProcessH2Stream): void {
     const entry = stream[STATE];
-    if (entry.call.ended || stream.aborted || stream.destroyed) return;
+    if (entry.call.ended || stream.closed) return;
     if (entry.reader.pending) fail(entry, 'undecodable', GrpcStatus.INTERNAL, 'the stream ended inside a message');
     else entry.call.end();
   }
 
   // A reset is routine (the HTTP request ended), so it is not an error.
-  function onClose(this: ProcessHttp2Stream): void {
+  function onClose(this: ProcessH2Stream, reset: boolean): void {
     const entry = this[STATE];
-    if (!entry.call.ended && log.isLevelEnabled('debug')) log.debug({ peer: peerOf(this), phase: entry.phase }, 'ext_proc stream reset by the client');
+    if (reset && !entry.call.ended && log.isLevelEnabled('debug')) log.debug({ peer: peerOf(this), phase: entry.phase }, 'ext_proc stream reset by the client');
     entry.call.ended = true;
     live.delete(entry);
   }
 
-  function onError(this: ProcessHttp2Stream, error: Error): void {
-    if (log.isLevelEnabled('debug')) log.debug({ peer: peerOf(this), error: error.message }, 'ext_proc stream error');
-  }
-
-  return function serveProcess(stream: http2.ServerHttp2Stream): void {
+  return function serveProcess(stream: H2Stream): void {
     const entry = new ProcessStream(stream, maxMessageBytes);
-    (stream as ProcessHttp2Stream)[STATE] = entry;
+    (stream as ProcessH2Stream)[STATE] = entry;
     live.add(entry);
     metrics.streamStarted();
-    stream.on('data', onData);
-    stream.on('end', onEnd);
-    stream.on('close', onClose);
-    stream.on('error', onError);
+    stream.onData = onData;
+    stream.onEnd = onEnd;
+    stream.onClose = onClose;
   };
 }
 

@@ -1,22 +1,24 @@
 // The prefix hasher's HTTP/2 server: it listens, routes each stream to the
 // Process loop (process-stream.ts) or to grpc.health.v1.Health (health.ts),
 // serves the metrics, and drains. Plaintext HTTP/2 (Envoy Gateway dials
-// ext_proc backends with h2c), framed by grpc-wire.ts on node:http2
-// directly: a stream per HTTP request makes per-stream overhead the cost
-// that counts, and a general gRPC server library spent twice the CPU per
-// request on it (bench/RESULTS.md). Signals: signals.ts.
-import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+// ext_proc backends with h2c) on our own framing (h2-connection.ts, HPACK in
+// hpack.ts), gRPC framed by grpc-wire.ts: a stream per HTTP request makes
+// per-stream overhead the cost that counts. A general gRPC server library
+// spent twice the CPU per request on it, and node:http2 makes every header
+// value an old-generation object whose mark-compacts were the burst p99
+// (bench/RESULTS.md). Signals: signals.ts.
+import net, { type AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import type { PrefixKey } from '../src/model-service.ts';
 import { refuse } from './grpc-call.ts';
 import { GRPC_CONTENT_TYPE, GrpcStatus } from './grpc-wire.ts';
 import { DEFAULT_MAX_MESSAGE_BYTES, loadXxh64, type HandlerConfig, type KeySettings } from './handlers.ts';
+import { serveConnection, type H2Connection, type H2ServerOptions, type H2Stream } from './h2-connection.ts';
 import { createHealthService } from './health.ts';
+import type { HeaderField } from './hpack.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
 import { LiveStreams, createProcessLoop, isIdle } from './process-stream.ts';
 import { HEALTH_SERVICE, PROCESS_METHOD_PATH } from './protocol.ts';
-import { useStreamTable } from './session-stream-table.ts';
 
 export interface ExtProcOptions {
   port: number;
@@ -45,9 +47,15 @@ export interface ExtProcServer {
   drain(): Promise<void>;
 }
 
-/** Node's rapid-reset guard set above the hasher's own capacity (tens of thousands of requests a second). */
-const STREAM_RESET_BURST = 100_000;
-const STREAM_RESET_RATE = 100_000;
+const CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
+/**
+ * Per connection. Envoy opens one ext_proc stream per HTTP request in flight
+ * and, at this many on one connection, opens another connection.
+ */
+const MAX_CONCURRENT_STREAMS = 10_000;
+/** Envoy's own default limit for request headers (60 KiB), with room. */
+const MAX_HEADER_LIST_BYTES = 64 * 1024;
+const UNSUPPORTED_MEDIA_TYPE: readonly HeaderField[] = [[':status', '415']];
 
 export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServer> {
   const host = options.host ?? '0.0.0.0';
@@ -63,49 +71,36 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
   };
   const live = new LiveStreams();
   const metrics = createMetrics(() => live.size);
-  const sessions = new Set<http2.ServerHttp2Session>();
+  const connections = new Set<H2Connection>();
   const health = createHealthService();
   let draining = false;
   const serveProcess = createProcessLoop({ config, maxMessageBytes, metrics, log, live, isDraining: () => draining });
 
-  const server = http2.createServer({
-    // The stream window holds one whole message, so Envoy sends a 32 KiB
-    // body without waiting for a WINDOW_UPDATE.
-    settings: { initialWindowSize: maxMessageBytes + 5 },
-    // Node refuses new streams (ENHANCE_YOUR_CALM) once a session buffers
-    // 10 MB, a few hundred bodies in flight; maxMessageBytes already bounds
-    // what one stream may hold.
-    maxSessionMemory: Number.MAX_SAFE_INTEGER,
-    // Envoy resets each ext_proc stream when its HTTP request ends, so one
-    // connection sees a reset per request. Node's rapid-reset guard (by
-    // default 1,000 at once, then 33 a second) took that for an attack and
-    // closed Envoy's connection every ~1,000 requests; the requests then in
-    // flight failed open without a hash (bench/RESULTS.md, "Data plane
-    // through Envoy"). Above any rate the hasher can serve: only Envoy dials it.
-    streamResetBurst: STREAM_RESET_BURST,
-    streamResetRate: STREAM_RESET_RATE,
-  });
-  let warnedStreamMap = false;
-  server.on('session', (session) => {
-    sessions.add(session);
-    if (!useStreamTable(session) && !warnedStreamMap) {
-      warnedStreamMap = true;
-      log.warn({ node: process.version }, "node:http2's session state is not the shape this build knows, so its streams stay in node's own Map: under load expect a mark-compact pause every second or so (ext-proc/session-stream-table.ts)");
-    }
-    // A connection window for many concurrent bodies (1,000 × 16 KiB), so one
-    // connection from Envoy is not throttled to 64 KiB in flight.
-    session.setLocalWindowSize(16 * 1024 * 1024);
-    session.on('close', () => sessions.delete(session));
-    session.on('error', (error) => log.debug({ error: error.message }, 'HTTP/2 session error'));
-  });
-  server.on('stream', (stream, headers) => {
-    const path = headers[':path'];
-    if (headers[':method'] !== 'POST' || !String(headers['content-type'] ?? '').startsWith(GRPC_CONTENT_TYPE)) {
-      stream.respond({ ':status': 415 }, { endStream: true });
-    } else if (path === PROCESS_METHOD_PATH) serveProcess(stream);
+  function onStream(stream: H2Stream): void {
+    const path = stream.header(':path');
+    if (stream.header(':method') !== 'POST' || !(stream.header('content-type') ?? '').startsWith(GRPC_CONTENT_TYPE)) stream.respondAndEnd(UNSUPPORTED_MEDIA_TYPE);
+    else if (path === PROCESS_METHOD_PATH) serveProcess(stream);
     else if (path === `/${HEALTH_SERVICE}/Check`) health.serve(stream, false);
     else if (path === `/${HEALTH_SERVICE}/Watch`) health.serve(stream, true);
     else refuse(stream, GrpcStatus.UNIMPLEMENTED, `unknown method ${String(path)}`);
+  }
+  const connectionOptions: H2ServerOptions = {
+    // The stream window holds one whole message, so Envoy sends a 32 KiB
+    // body without waiting for a WINDOW_UPDATE.
+    initialWindowSize: maxMessageBytes + 5,
+    // A connection window for many concurrent bodies (1,000 × 16 KiB), so one
+    // connection from Envoy is not throttled to 64 KiB in flight.
+    connectionWindowSize: CONNECTION_WINDOW_BYTES,
+    maxConcurrentStreams: MAX_CONCURRENT_STREAMS,
+    maxHeaderListSize: MAX_HEADER_LIST_BYTES,
+    onStream,
+    onError: (error) => log.debug({ error: error.message }, 'HTTP/2 connection error'),
+  };
+  const server = net.createServer((socket) => {
+    const connection = serveConnection(socket, connectionOptions);
+    connections.add(connection);
+    connection.onClose = () => connections.delete(connection);
+    if (draining) connection.shutdown();
   });
 
   const port = await new Promise<number>((resolve, reject) => {
@@ -138,12 +133,12 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
       for (const stream of live) if (isIdle(stream.phase)) stream.call.end();
       // GOAWAY: Envoy opens no new streams here; open ones run to their end.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const session of sessions) session.close();
+      for (const connection of connections) connection.shutdown();
       const overdue = setTimeout(() => {
         log.warn({ openStreams: live.size }, 'drain timeout: closing the remaining streams');
         for (const stream of live) stream.call.end();
         setTimeout(() => {
-          for (const session of sessions) session.destroy();
+          for (const connection of connections) connection.destroy();
         }, 1000).unref();
       }, drainTimeoutMs);
       overdue.unref();
