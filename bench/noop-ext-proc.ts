@@ -2,8 +2,9 @@
 // sends gets CONTINUE of its own kind and nothing else (no header mutation,
 // no route-cache clearing). What Envoy and a Node gRPC server spend on an
 // ext_proc hop when the processor does no work: the floor under the hasher.
-// Served as the hasher is (plaintext HTTP/2 on node:http2, framed by our
-// ext-proc/grpc-wire.ts); the message kind is read from the first field tag
+// Served on node:http2, as the hasher was until it got its own HTTP/2
+// framing (ext-proc/h2-connection.ts), gRPC framed by ext-proc/grpc-wire.ts;
+// bench/transport-gc.ts sets it against bench/raw-h2-noop.ts. The message kind is read from the first field tag
 // of the ProcessingRequest, so the body is never decoded. answerFor is shared
 // with bench/raw-h2-noop.ts, the same noop on its own HTTP/2 framing.
 //
@@ -57,12 +58,12 @@ if (import.meta.main) {
   server.on('stream', (stream, headers) => {
     stream.on('error', () => undefined);
     if (headers[':path'] !== PROCESS_METHOD_PATH) {
-      stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE, ...statusTrailers(GrpcStatus.UNIMPLEMENTED, 'only ExternalProcessor/Process') }, { endStream: true });
+      stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE, ...Object.fromEntries(statusTrailers(GrpcStatus.UNIMPLEMENTED, 'only ExternalProcessor/Process')) }, { endStream: true });
       return;
     }
     let status: GrpcStatus = GrpcStatus.OK;
     stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE }, { waitForTrailers: true });
-    stream.once('wantTrailers', () => stream.sendTrailers(statusTrailers(status, '')));
+    stream.once('wantTrailers', () => stream.sendTrailers(Object.fromEntries(statusTrailers(status, ''))));
     const reader = new MessageReader(DEFAULT_MAX_MESSAGE_BYTES);
     stream.on('data', (chunk: Buffer) => {
       const messages = reader.push(chunk);

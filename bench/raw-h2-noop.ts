@@ -26,7 +26,7 @@
 import net from 'node:net';
 import { GrpcStatus, MessageReader } from '../ext-proc/grpc-wire.ts';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../ext-proc/handlers.ts';
-import { StreamTable } from '../ext-proc/session-stream-table.ts';
+import { StreamTable } from '../ext-proc/stream-table.ts';
 import { answerFor } from './noop-ext-proc.ts';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
