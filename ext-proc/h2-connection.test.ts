@@ -590,6 +590,60 @@ describe('stopRequest: a complete answer to a client that has not half-closed', 
   });
 });
 
+describe('found in review: the connection survives what crosses our resets, and GOAWAY ids do not go up', () => {
+  it('ignores trailers that crossed our RST_STREAM (stopRequest) and keeps serving the connection', async () => {
+    const served = await serve((stream) => {
+      stream.respond(OK_HEADERS);
+      stream.end([['grpc-status', '0']]);
+      stream.stopRequest();
+    });
+    const client = await RawClient.connect(served.port);
+    client.send(headers(1, Flag.END_HEADERS));
+    expect(await waitUntil(() => rst(client.streamFrames(1), 1) === ErrorCode.NO_ERROR, 1000)).toBe(true);
+    // The client's trailers, sent before it saw the reset.
+    client.send(frame(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 1, encodeHeaderBlock([['x-late', 'trailer']])));
+    expect(await client.answersPing()).toBe(true);
+    client.send(headers(3, Flag.END_HEADERS));
+    expect(await waitUntil(() => rst(client.streamFrames(3), 3) === ErrorCode.NO_ERROR, 1000)).toBe(true);
+    expect(client.goaway()).toBeUndefined();
+  });
+
+  it('names the same last stream id in a GOAWAY after shutdown() even when refused streams came after it', async () => {
+    const served = await serve(hold);
+    const client = await RawClient.connect(served.port);
+    client.send(headers(1, Flag.END_HEADERS));
+    expect(await waitUntil(() => served.connections.length === 1 && served.connections[0]!.openStreams === 1, 1000)).toBe(true);
+    served.connections[0]!.shutdown();
+    expect(await waitUntil(() => client.goaway() !== undefined, 1000)).toBe(true);
+    client.send(headers(3, Flag.END_HEADERS), headers(5, Flag.END_HEADERS), frame(FrameType.PING, 0, 0, Buffer.alloc(7)));
+    expect(await waitUntil(() => client.frames.filter((f) => f.type === FrameType.GOAWAY).length === 2, 1000)).toBe(true);
+    const ids = client.frames.filter((f) => f.type === FrameType.GOAWAY).map((f) => f.payload.readUInt32BE(0) & 0x7fffffff);
+    expect(ids).toEqual([1, 1]);
+  });
+
+  it("applies only a SETTINGS frame's last INITIAL_WINDOW_SIZE", async () => {
+    const served = await serve(echo);
+    const client = await RawClient.connect(served.port);
+    const flips: [number, number][] = Array.from({ length: 2000 }, (_, i) => [Setting.INITIAL_WINDOW_SIZE, i % 2 === 0 ? 5000 : 9000]);
+    client.send(settingsFrame([...flips, [Setting.INITIAL_WINDOW_SIZE, 100]]));
+    client.send(headers(1, Flag.END_HEADERS), data(1, Buffer.alloc(1000, 0x62), Flag.END_STREAM));
+    const sent = () => client.streamFrames(1).filter((f) => f.type === FrameType.DATA).reduce((sum, f) => sum + f.payload.length, 0);
+    expect(await waitUntil(() => sent() === 100, 1000)).toBe(true);
+    await sleep(20);
+    expect(sent()).toBe(100);
+  });
+
+  it('resets a trailers-only answer to a client that has not half-closed (RST_STREAM NO_ERROR after the HEADERS)', async () => {
+    const served = await serve((stream) => stream.respondAndEnd([[':status', '415']]));
+    const client = await RawClient.connect(served.port);
+    client.send(headers(1, Flag.END_HEADERS));
+    expect(await waitUntil(() => rst(client.streamFrames(1), 1) !== undefined, 1000)).toBe(true);
+    expect(client.streamFrames(1).map((f) => f.type)).toEqual([FrameType.HEADERS, FrameType.RST_STREAM]);
+    expect(rst(client.streamFrames(1), 1)).toBe(ErrorCode.NO_ERROR);
+    expect(served.connections[0]?.openStreams).toBe(0);
+  });
+});
+
 /** One random hostile frame sequence, seeded. The last element may be a truncated frame. */
 function hostileSequence(seed: number): { bytes: Buffer; truncated: boolean; goaway: boolean } {
   const next = seededRandom(seed);

@@ -167,7 +167,9 @@ export class H2Stream {
     this.localEnded = true;
     this.endSent = true;
     this.owner.sendHeaders(this, fields, true);
-    this.owner.closeIfDone(this);
+    // The answer is complete; a client still sending is told to stop (§8.1), as grpc-go does.
+    if (!this.remoteEnded) this.owner.resetStream(this, ErrorCode.NO_ERROR);
+    else this.owner.closeIfDone(this);
   }
 
   /**
@@ -210,6 +212,8 @@ class ServerConnection implements H2Connection {
   private needed = 0;
   private lastStreamId = 0;
   private goawaySent = false;
+  /** The last stream id our first GOAWAY named; a later GOAWAY must not name a higher one (§6.8). */
+  private goawayLastStreamId: number | undefined = undefined;
   private goawayReceived = false;
   private closeNotified = false;
   private lingerTimer: NodeJS.Timeout | undefined;
@@ -276,6 +280,7 @@ class ServerConnection implements H2Connection {
   shutdown(): void {
     if (this.goawaySent || this.phase === 'ended') return;
     this.goawaySent = true;
+    this.goawayLastStreamId = this.lastStreamId;
     this.push(goawayFrame(this.lastStreamId, ErrorCode.NO_ERROR));
     if (this.streams.size === 0) this.endSocket();
   }
@@ -480,6 +485,10 @@ class ServerConnection implements H2Connection {
       return this.remoteEnd(open);
     }
     if (streamId % 2 === 0) return this.fail(ErrorCode.PROTOCOL_ERROR, `HEADERS on stream ${streamId}: client streams have odd ids`);
+    // Trailers that crossed our RST_STREAM (stopRequest, a refusal, a 431):
+    // frames on a stream we reset are ignored (§5.1). A block without
+    // END_STREAM below the last id is no trailers: a stream id reused.
+    if (streamId <= this.lastStreamId && endStream) return;
     if (streamId <= this.lastStreamId) return this.fail(ErrorCode.PROTOCOL_ERROR, `HEADERS on stream ${streamId}, not above the last stream opened (${this.lastStreamId}): stream ids must increase`);
     this.lastStreamId = streamId;
     if (this.goawaySent || this.goawayReceived || this.streams.size >= this.options.maxConcurrentStreams) {
@@ -532,11 +541,14 @@ class ServerConnection implements H2Connection {
     }
     const settings = parseSettings(payload);
     if (settings instanceof ProtocolViolation) return this.fail(settings.code, settings.message);
+    // Only a frame's last INITIAL_WINDOW_SIZE counts, applied once: each
+    // change walks every open stream, and one frame can carry 2,730 of them.
+    let initialWindow: number | undefined;
     for (const [id, value] of settings) {
       if (id === Setting.ENABLE_PUSH && value > 1) return this.fail(ErrorCode.PROTOCOL_ERROR, `SETTINGS_ENABLE_PUSH of ${value}; it is 0 or 1`);
       if (id === Setting.INITIAL_WINDOW_SIZE) {
         if (value > MAX_WINDOW_SIZE) return this.fail(ErrorCode.FLOW_CONTROL_ERROR, `SETTINGS_INITIAL_WINDOW_SIZE of ${value} is over 2^31-1`);
-        if (!this.changeInitialWindow(value)) return;
+        initialWindow = value;
       } else if (id === Setting.MAX_FRAME_SIZE) {
         if (value < DEFAULT_MAX_FRAME_SIZE || value > MAX_MAX_FRAME_SIZE) return this.fail(ErrorCode.PROTOCOL_ERROR, `SETTINGS_MAX_FRAME_SIZE of ${value} is outside 16384..16777215`);
         this.peerMaxFrameSize = value;
@@ -546,6 +558,7 @@ class ServerConnection implements H2Connection {
         this.pendingTableSizeUpdate = value;
       }
     }
+    if (initialWindow !== undefined && !this.changeInitialWindow(initialWindow)) return;
     this.push(SETTINGS_ACK);
   }
 
@@ -758,7 +771,7 @@ class ServerConnection implements H2Connection {
     if (this.phase === 'ended') return;
     this.phase = 'ended';
     this.report(new Error(`HTTP/2 connection error ${errorCodeName(code)} from ${this.peer()}: ${message}`));
-    this.push(goawayFrame(this.lastStreamId, code, message));
+    this.push(goawayFrame(this.goawayLastStreamId ?? this.lastStreamId, code, message));
     this.closeAllStreams();
     this.endSocket();
   }

@@ -29,11 +29,16 @@ export function createHealthService(): HealthService {
     stream.onClose = () => {
       if (watcher !== undefined) watchers.delete(watcher);
     };
+    // A Check or Watch that half-closes without its request is answered, not left open.
+    stream.onEnd = () => {
+      if (!call.ended && watcher === undefined) call.end({ code: GrpcStatus.INVALID_ARGUMENT, details: 'the stream ended before its HealthCheckRequest' });
+    };
     stream.onData = (chunk: Buffer) => {
       const messages = reader.push(chunk);
       if (!Array.isArray(messages)) return call.end({ code: messages.code, details: messages.message });
       const first = messages[0];
-      if (first === undefined || call.ended) return;
+      // One request per call: a Watch that sends more is still one watcher.
+      if (first === undefined || call.ended || watcher !== undefined) return;
       let service: string;
       try {
         service = m.requestDeserialize(first).service ?? '';

@@ -317,6 +317,20 @@ describe('health and draining', () => {
     expect(status).toMatchObject({ code: grpc.status.UNIMPLEMENTED, details: 'unknown method /envoy.service.ext_proc.v3.ExternalProcessor/Other' });
   });
 
+  it('answers a health Check that half-closes without its request with INVALID_ARGUMENT, not silence', async () => {
+    const { server } = await start();
+    const session = http2.connect(`http://127.0.0.1:${server.port}`);
+    try {
+      const stream = session.request({ ':method': 'POST', ':path': '/grpc.health.v1.Health/Check', 'content-type': 'application/grpc', te: 'trailers' }, { endStream: true });
+      stream.resume();
+      const [trailers] = (await once(stream, 'trailers')) as [http2.IncomingHttpHeaders];
+      expect(trailers['grpc-status']).toBe(String(grpc.status.INVALID_ARGUMENT));
+      expect(decodeURIComponent(String(trailers['grpc-message']))).toBe('the stream ended before its HealthCheckRequest');
+    } finally {
+      session.close();
+    }
+  });
+
   it('closes a stream still waiting for its body cleanly once the drain timeout passes', async () => {
     const { client, server } = await start({ drainTimeoutMs: 200 });
     const stuck = new EnvoyStream(client);

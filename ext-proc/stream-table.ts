@@ -80,9 +80,17 @@ export class StreamTable<V> implements Map<number, V> {
   }
 
   *entries(): MapIterator<[number, V]> {
-    for (let slot = 0; slot < SLOTS && this.inSlots > 0; slot++) {
+    // Stops once it has seen as many slotted entries as there were at the
+    // start (the callback may delete them), so a connection with one stream
+    // open does not walk 4,096 slots.
+    const total = this.inSlots;
+    let seen = 0;
+    for (let slot = 0; slot < SLOTS && seen < total; slot++) {
       const id = this.ids[slot] as number;
-      if (id !== FREE) yield [id, this.values_[slot] as V];
+      if (id !== FREE) {
+        seen++;
+        yield [id, this.values_[slot] as V];
+      }
     }
     if (this.overflow.size !== 0) yield* [...this.overflow.entries()];
   }
