@@ -1,6 +1,6 @@
 // The gRPC-over-HTTP/2 wire format, as much of it as the hasher serves
 // (PROTOCOL-HTTP2 in grpc/grpc): length-prefixed messages and status
-// trailers. Pure; server.ts does the HTTP/2.
+// trailers. Pure; h2-connection.ts does the HTTP/2.
 export const GRPC_CONTENT_TYPE = 'application/grpc';
 
 /** The gRPC status codes this server sends (the numbering is fixed by the gRPC spec). */
