@@ -5,11 +5,8 @@ import { connectExtProc, playRequest, type ExtProcClient } from '../ext-proc/env
 import { CHAT_REQUEST_HEADERS } from './h2load.ts';
 import { rawNoopServer } from './raw-h2-noop.ts';
 
-describe.each([
-  ['a buffer per read', false],
-  ['one read buffer (--reuse-read-buffer)', true],
-])('the do-nothing ext_proc on its own HTTP/2 framing, %s', (_, reuseReadBuffer) => {
-  const server = rawNoopServer({ reuseReadBuffer });
+describe("the do-nothing ext_proc on the hasher's own HTTP/2 framing", () => {
+  const server = rawNoopServer();
   let client: ExtProcClient;
   beforeAll(async () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

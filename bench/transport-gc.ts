@@ -3,13 +3,12 @@
 // string, which V8 allocates in the old generation: ~5 per stream, garbage
 // only a mark-compact frees, and 'clear.external_string_table' is 5-20 ms of
 // each such pause. Two do-nothing ext_proc servers that answer alike:
-// - node:http2: bench/noop-ext-proc.ts, served as the hasher is;
-// - raw: bench/raw-h2-noop.ts, its own HTTP/2 framing on node:net, which
-//   never decodes a header block and so makes no such strings.
-// - raw, one read buffer: the same with --reuse-read-buffer, so no buffer
-//   per socket read either (node reports each to V8 as external memory).
-// If the mark-compacts and the burst p99 go with the transport, the raw ones
-// have (almost) none.
+// - node:http2: bench/noop-ext-proc.ts, served as the hasher was;
+// - raw: bench/raw-h2-noop.ts, on the hasher's own HTTP/2 framing
+//   (ext-proc/h2-connection.ts), which makes no such strings.
+// If the mark-compacts and the burst p99 go with the transport, the raw one
+// has (almost) none. (Until 3a636ab raw-h2-noop.ts had framing of its own and
+// a --reuse-read-buffer arm; RESULTS keeps what those runs showed.)
 //
 // Each server is started once, pinned to core 0, with V8's --trace-gc-nvp
 // and the hasher's --max-semi-space-size=2; h2load runs on core 1 (the
@@ -57,9 +56,8 @@ if (!(ROUNDS >= 1 && ROUNDS <= 50)) throw new Error(`--rounds ${args.rounds}: gi
 if (!(SECONDS >= 1 && SECONDS <= 60)) throw new Error(`--seconds ${args.seconds}: give a number of seconds from 1 to 60`);
 
 const SERVERS = [
-  { name: 'node:http2', file: 'noop-ext-proc.ts', flags: [] },
-  { name: 'raw', file: 'raw-h2-noop.ts', flags: [] },
-  { name: 'raw, one read buffer', file: 'raw-h2-noop.ts', flags: ['--reuse-read-buffer'] },
+  { name: 'node:http2', file: 'noop-ext-proc.ts' },
+  { name: 'raw', file: 'raw-h2-noop.ts' },
 ] as const;
 type ServerName = (typeof SERVERS)[number]['name'];
 
@@ -72,7 +70,6 @@ const TARGETS: Target[] = [
   { server: 'node:http2', rate: 'own' },
   { server: 'raw', rate: 'own' },
   { server: 'raw', rate: 'node:http2' },
-  { server: 'raw, one read buffer', rate: 'node:http2' },
 ];
 const label = (t: Target) => (t.rate === 'own' ? t.server : `${t.server} at node:http2's rate`);
 
@@ -127,10 +124,10 @@ function gcFigures(log: string): GcFigures {
 }
 
 async function start(server: (typeof SERVERS)[number], dir: string, logName: string): Promise<Running> {
-  const { name, file, flags } = server;
+  const { name, file } = server;
   const port = await freePort();
   const gcLog = join(dir, `${logName}.gc.log`);
-  const command = ['taskset', '-c', SERVER_CORE, process.execPath, '--trace-gc-nvp', '--max-semi-space-size=2', fileURLToPath(new URL(file, import.meta.url)), '127.0.0.1', String(port), ...flags];
+  const command = ['taskset', '-c', SERVER_CORE, process.execPath, '--trace-gc-nvp', '--max-semi-space-size=2', fileURLToPath(new URL(file, import.meta.url)), '127.0.0.1', String(port)];
   // V8's GC lines go straight to a file: a pipe to this process, which h2load runs block, would fill and stall the server.
   const child = startProcess('sh', ['-c', 'exec "$@" > "$GC_LOG"', 'sh', ...command], join(dir, `${logName}.log`), { ...process.env, GC_LOG: gcLog });
   const client = connectExtProc(`127.0.0.1:${port}`);
