@@ -644,6 +644,30 @@ describe('found in review: the connection survives what crosses our resets, and 
   });
 });
 
+describe('shared header blocks', () => {
+  it('encodes a frozen field list once and still sends a changed unfrozen one as it is now', async () => {
+    const frozen: readonly HeaderField[] = Object.freeze([Object.freeze([':status', '200'] as const), Object.freeze(['x-kind', 'frozen'] as const)]);
+    const mutable: [string, string][] = [[':status', '200'], ['x-kind', 'first']];
+    let n = 0;
+    const served = await serve((stream) => {
+      n++;
+      if (n === 2) mutable[1] = ['x-kind', 'second'];
+      stream.respondAndEnd(n === 3 ? frozen : mutable);
+    });
+    const client = await connect(served.port);
+    const kinds: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const request = client.request({ ':path': '/' }, { endStream: true });
+      const [headers] = (await once(request, 'response')) as [http2.IncomingHttpHeaders];
+      kinds.push(String(headers['x-kind']));
+      request.resume();
+      await once(request, 'close');
+    }
+    expect(kinds).toEqual(['first', 'second', 'frozen', 'second']);
+    client.close();
+  });
+});
+
 /** One random hostile frame sequence, seeded. The last element may be a truncated frame. */
 function hostileSequence(seed: number): { bytes: Buffer; truncated: boolean; goaway: boolean } {
   const next = seededRandom(seed);

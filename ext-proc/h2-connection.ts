@@ -192,6 +192,19 @@ export class H2Stream {
   }
 }
 
+/**
+ * Frozen field lists are the shared ones (the gRPC response headers, the OK
+ * trailers) that every stream sends: they are HPACK-encoded once. We never
+ * index, so a block does not depend on the connection.
+ */
+const sharedBlocks = new WeakMap<readonly HeaderField[], Buffer>();
+function encodedBlock(fields: readonly HeaderField[]): Buffer {
+  if (!Object.isFrozen(fields)) return encodeHeaderBlock(fields);
+  let block = sharedBlocks.get(fields);
+  if (block === undefined) sharedBlocks.set(fields, (block = encodeHeaderBlock(fields)));
+  return block;
+}
+
 type Phase = 'preface' | 'open' | 'ended';
 
 class ServerConnection implements H2Connection {
@@ -614,7 +627,7 @@ class ServerConnection implements H2Connection {
   }
 
   private headersFrames(streamId: number, fields: readonly HeaderField[], endStream: boolean): Buffer {
-    let block = encodeHeaderBlock(fields);
+    let block = encodedBlock(fields);
     if (this.pendingTableSizeUpdate >= 0) {
       block = Buffer.concat([tableSizeUpdate(this.pendingTableSizeUpdate), block]);
       this.pendingTableSizeUpdate = -1;
