@@ -18,9 +18,10 @@ const MASK = SLOTS - 1;
 /** Stream ids are 31-bit and never 0 (0 is the connection), so 0 marks a free slot. */
 const FREE = 0;
 
-export class StreamTable<V> implements Map<number, V> {
+/** The subset of a Map's interface the connection uses: get, set, delete, size, forEach. */
+export class StreamTable<V> {
   private readonly ids = new Int32Array(SLOTS);
-  private readonly values_: (V | undefined)[] = new Array<V | undefined>(SLOTS).fill(undefined);
+  private readonly values: (V | undefined)[] = new Array<V | undefined>(SLOTS).fill(undefined);
   /** Streams whose slot a live older stream holds. */
   private readonly overflow = new Map<number, V>();
   private inSlots = 0;
@@ -29,28 +30,20 @@ export class StreamTable<V> implements Map<number, V> {
     return this.inSlots + this.overflow.size;
   }
 
-  get [Symbol.toStringTag](): string {
-    return 'StreamTable';
-  }
-
   get(id: number): V | undefined {
     const slot = (id >>> 1) & MASK;
-    if (this.ids[slot] === id) return this.values_[slot];
+    if (this.ids[slot] === id) return this.values[slot];
     return this.overflow.size === 0 ? undefined : this.overflow.get(id);
-  }
-
-  has(id: number): boolean {
-    return this.ids[(id >>> 1) & MASK] === id || (this.overflow.size !== 0 && this.overflow.has(id));
   }
 
   set(id: number, value: V): this {
     if (!Number.isInteger(id) || id <= 0 || id > 0x7fffffff) throw new RangeError(`StreamTable: ${id} is not an HTTP/2 stream id`);
     const slot = (id >>> 1) & MASK;
     const held = this.ids[slot];
-    if (held === id) this.values_[slot] = value;
+    if (held === id) this.values[slot] = value;
     else if (held === FREE && !this.overflow.has(id)) {
       this.ids[slot] = id;
-      this.values_[slot] = value;
+      this.values[slot] = value;
       this.inSlots++;
     } else this.overflow.set(id, value);
     return this;
@@ -60,50 +53,29 @@ export class StreamTable<V> implements Map<number, V> {
     const slot = (id >>> 1) & MASK;
     if (this.ids[slot] === id) {
       this.ids[slot] = FREE;
-      this.values_[slot] = undefined;
+      this.values[slot] = undefined;
       this.inSlots--;
       return true;
     }
     return this.overflow.size !== 0 && this.overflow.delete(id);
   }
 
-  clear(): void {
-    this.ids.fill(FREE);
-    this.values_.fill(undefined);
-    this.inSlots = 0;
-    this.overflow.clear();
-  }
-
-  /** Each entry once; the callback may delete entries (node destroys every stream this way when a session ends). */
-  forEach(callback: (value: V, id: number, table: Map<number, V>) => void, thisArg?: unknown): void {
-    for (const [id, value] of this.entries()) callback.call(thisArg, value, id, this);
-  }
-
-  *entries(): MapIterator<[number, V]> {
-    // Stops once it has seen as many slotted entries as there were at the
-    // start (the callback may delete them), so a connection with one stream
-    // open does not walk 4,096 slots.
+  /**
+   * Each entry once; the callback may delete entries (the connection closes
+   * every stream this way when it ends). Stops once it has seen as many
+   * slotted entries as there were at the start, so a connection with one
+   * stream open does not walk 4,096 slots.
+   */
+  forEach(callback: (value: V, id: number) => void): void {
     const total = this.inSlots;
     let seen = 0;
     for (let slot = 0; slot < SLOTS && seen < total; slot++) {
       const id = this.ids[slot] as number;
       if (id !== FREE) {
         seen++;
-        yield [id, this.values_[slot] as V];
+        callback(this.values[slot] as V, id);
       }
     }
-    if (this.overflow.size !== 0) yield* [...this.overflow.entries()];
-  }
-
-  *keys(): MapIterator<number> {
-    for (const [id] of this.entries()) yield id;
-  }
-
-  *values(): MapIterator<V> {
-    for (const [, value] of this.entries()) yield value;
-  }
-
-  [Symbol.iterator](): MapIterator<[number, V]> {
-    return this.entries();
+    if (this.overflow.size !== 0) this.overflow.forEach(callback);
   }
 }
