@@ -11,6 +11,7 @@ import { GRPC_CONTENT_TYPE, GrpcStatus, MessageReader, statusTrailers } from '..
 import { serveConnection, type H2Stream } from '../ext-proc/h2-connection.ts';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../ext-proc/handlers.ts';
 import type { HeaderField } from '../ext-proc/hpack.ts';
+import { connectionLimits } from '../ext-proc/server.ts';
 import { answerFor } from './noop-ext-proc.ts';
 
 const RESPONSE_HEADERS: readonly HeaderField[] = [[':status', '200'], ['content-type', GRPC_CONTENT_TYPE]];
@@ -41,10 +42,10 @@ function onStream(stream: H2Stream): void {
   stream.onEnd = onEnd;
 }
 
-/** The server, not yet listening; its connections take the hasher's own settings' shape. */
+/** The server, not yet listening; its connections have the hasher's settings and limits. */
 export function rawNoopServer(): net.Server {
   return net.createServer((socket) => {
-    serveConnection(socket, { initialWindowSize: DEFAULT_MAX_MESSAGE_BYTES + 5, connectionWindowSize: 16 * 1024 * 1024, maxConcurrentStreams: 10_000, maxHeaderListSize: 64 * 1024, onStream });
+    serveConnection(socket, { ...connectionLimits(DEFAULT_MAX_MESSAGE_BYTES), onStream });
   });
 }
 

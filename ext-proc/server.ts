@@ -57,6 +57,20 @@ const MAX_CONCURRENT_STREAMS = 10_000;
 const MAX_HEADER_LIST_BYTES = 64 * 1024;
 const UNSUPPORTED_MEDIA_TYPE: readonly HeaderField[] = [[':status', '415']];
 
+/** The hasher's HTTP/2 settings and limits (bench/raw-h2-noop.ts serves with the same). */
+export function connectionLimits(maxMessageBytes: number): Omit<H2ServerOptions, 'onStream' | 'onError'> {
+  return {
+    // The stream window holds one whole message, so Envoy sends a 32 KiB
+    // body without waiting for a WINDOW_UPDATE.
+    initialWindowSize: maxMessageBytes + 5,
+    // A connection window for many concurrent bodies (1,000 × 16 KiB), so one
+    // connection from Envoy is not throttled to 64 KiB in flight.
+    connectionWindowSize: CONNECTION_WINDOW_BYTES,
+    maxConcurrentStreams: MAX_CONCURRENT_STREAMS,
+    maxHeaderListSize: MAX_HEADER_LIST_BYTES,
+  };
+}
+
 export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServer> {
   const host = options.host ?? '0.0.0.0';
   const log = options.logger ?? pino({ name: 'modelplane-affinity', base: { component: 'ext-proc' } });
@@ -85,14 +99,7 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
     else refuse(stream, GrpcStatus.UNIMPLEMENTED, `unknown method ${String(path)}`);
   }
   const connectionOptions: H2ServerOptions = {
-    // The stream window holds one whole message, so Envoy sends a 32 KiB
-    // body without waiting for a WINDOW_UPDATE.
-    initialWindowSize: maxMessageBytes + 5,
-    // A connection window for many concurrent bodies (1,000 × 16 KiB), so one
-    // connection from Envoy is not throttled to 64 KiB in flight.
-    connectionWindowSize: CONNECTION_WINDOW_BYTES,
-    maxConcurrentStreams: MAX_CONCURRENT_STREAMS,
-    maxHeaderListSize: MAX_HEADER_LIST_BYTES,
+    ...connectionLimits(maxMessageBytes),
     onStream,
     onError: (error) => log.debug({ error: error.message }, 'HTTP/2 connection error'),
   };
