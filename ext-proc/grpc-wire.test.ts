@@ -15,6 +15,22 @@ function cut(bytes: Buffer, at: number[]): Buffer[] {
   return pieces;
 }
 
+/**
+ * Pushes a piece the way server.ts reads: copied into one read buffer that
+ * the next read overwrites. The messages are taken (copied, as a caller uses
+ * them) before the buffer is scribbled over, so a reader that kept a view of
+ * a chunk past its push reads scribble.
+ */
+const readBuffer = Buffer.alloc(256 * 1024);
+function pushLent<M extends Buffer | TruncatedMessage>(reader: MessageReader<M>, piece: Buffer): M[] {
+  piece.copy(readBuffer);
+  const out = reader.push(readBuffer.subarray(0, piece.length));
+  if (!Array.isArray(out)) throw new Error(out.message);
+  const taken = out.map((m) => (m instanceof TruncatedMessage ? m : Buffer.from(m))) as M[];
+  readBuffer.fill(0xa5);
+  return taken;
+}
+
 describe('MessageReader', () => {
   const two = Buffer.concat([framed('hello'), framed(''), framed('world!')]);
   it.each([
@@ -25,11 +41,7 @@ describe('MessageReader', () => {
   ])('$name', ({ chunks }) => {
     const reader = new MessageReader(1024);
     const messages: string[] = [];
-    for (const chunk of chunks) {
-      const out = reader.push(chunk);
-      if (!Array.isArray(out)) throw new Error(out.message);
-      messages.push(...out.map((m) => m.toString()));
-    }
+    for (const chunk of chunks) messages.push(...pushLent(reader, chunk).map((m) => m.toString()));
     expect(messages).toEqual(['hello', '', 'world!']);
     expect(reader.pending).toBe(false);
   });
@@ -45,8 +57,7 @@ describe('MessageReader', () => {
       for (const s of [0, 1]) {
         const piece = pieces[s]?.[i];
         if (piece === undefined) continue;
-        const out = (readers[s] as MessageReader).push(piece);
-        if (!Array.isArray(out)) throw new Error(out.message);
+        const out = pushLent(readers[s] as MessageReader, piece);
         seen[s]?.push(...out.map((m) => `${m[0] === undefined ? '' : String.fromCharCode(m[0])}×${m.length}`));
       }
     }
@@ -54,9 +65,34 @@ describe('MessageReader', () => {
     // Every byte, not only the first: a message that spans chunks is whole.
     const reader = new MessageReader(128 * 1024);
     const whole = Buffer.from(Array.from({ length: 50_000 }, (_, i) => (i * 7) & 0xff));
-    const messages = cut(frameMessage(whole), [1, 20_000, 40_000]).flatMap((piece) => reader.push(piece) as Buffer[]);
+    const messages = cut(frameMessage(whole), [1, 20_000, 40_000]).flatMap((piece) => pushLent(reader, piece));
     expect(messages).toHaveLength(1);
     expect(messages[0]?.equals(whole)).toBe(true);
+  });
+
+  it('keeps a message it put together whole while the same push starts another one of its size', () => {
+    // The first message's buffer goes back to the pool only at the next
+    // push: were it reused at once, the second message would be copied over it.
+    const first = Buffer.alloc(40_000, 0x41);
+    const second = Buffer.alloc(40_000, 0x42);
+    const stream = Buffer.concat([frameMessage(first), framed('mid'), frameMessage(second)]);
+    const reader = new MessageReader(128 * 1024);
+    const [start, rest] = cut(stream, [20_000]);
+    expect(pushLent(reader, start as Buffer)).toEqual([]);
+    const out = reader.push(Buffer.from((rest as Buffer).subarray(0, 40_005 - 20_000 + 8 + 10_000)));
+    if (!Array.isArray(out)) throw new Error(out.message);
+    expect(out.map((m) => [m.length, m.equals(first) || m.toString() === 'mid'])).toEqual([
+      [40_000, true],
+      [3, true],
+    ]);
+    expect(reader.pending).toBe(true);
+  });
+
+  it('forgets an unfinished message on discard', () => {
+    const reader = new MessageReader(128 * 1024);
+    expect(pushLent(reader, frameMessage(Buffer.alloc(50_000)).subarray(0, 30_000))).toEqual([]);
+    reader.discard();
+    expect(reader.pending).toBe(false);
   });
 
   it('reports an unfinished message as pending', () => {
@@ -78,11 +114,7 @@ describe('MessageReader', () => {
     ])('is handed out as its first bytes, the rest dropped, the messages around it intact: $name', ({ at }) => {
       const reader = MessageReader.keepingPrefix(1024);
       const out: Array<Buffer | TruncatedMessage> = [];
-      for (const piece of cut(stream, at)) {
-        const messages = reader.push(piece);
-        if (!Array.isArray(messages)) throw new Error(messages.message);
-        out.push(...messages.map((m) => (m instanceof TruncatedMessage ? m : Buffer.from(m))));
-      }
+      for (const piece of cut(stream, at)) out.push(...pushLent(reader, piece));
       expect(describeAll(out)).toEqual(['before', 'cut 1024/10000 true', 'after', 'whole true']);
       expect(reader.pending).toBe(false);
     });

@@ -61,14 +61,38 @@ export interface WireError {
 }
 
 /**
- * Where a message that arrived in several chunks is put together: one buffer
- * for every reader, grown to the largest such message. A 32 KiB body comes in
- * 16 KiB DATA frames, and a fresh 32 KiB buffer per request made every
- * scavenge slower (bench/RESULTS.md). Readers run one at a time on the event
- * loop, and each message is used before the next push, so one buffer serves all.
+ * Buffers for messages that arrive over several chunks, reused. The chunks
+ * are lent (server.ts reads every connection into one buffer, which the next
+ * read overwrites), so what a reader keeps of them is copied; a new buffer
+ * per such message was as much array-buffer memory as a new buffer per read,
+ * and that drove the 32 KiB bursts' mark-compacts (bench/RESULTS.md). A
+ * buffer handed out with a message goes back to the pool at the next push to
+ * any reader, so a message stays whole until then. Size classes are powers of
+ * two; at most MAX_POOLED_BYTES wait in the pool, the rest is left to the GC.
  */
-let assembly = Buffer.allocUnsafe(0);
-const prefix = Buffer.allocUnsafe(5);
+const MIN_POOLED_BYTES = 1024;
+const MAX_POOLED_BYTES = 8 * 1024 * 1024;
+const pooled: Buffer[][] = [];
+let pooledBytes = 0;
+const lent: Buffer[] = [];
+
+function acquire(bytes: number): Buffer {
+  const sizeClass = Math.max(Math.ceil(Math.log2(bytes)), Math.log2(MIN_POOLED_BYTES));
+  const buffer = pooled[sizeClass]?.pop();
+  if (buffer === undefined) return Buffer.allocUnsafeSlow(2 ** sizeClass);
+  pooledBytes -= buffer.length;
+  return buffer;
+}
+
+/** Returns the buffers handed out with the last push's messages. */
+function reclaimLent(): void {
+  for (const buffer of lent) {
+    if (pooledBytes + buffer.length > MAX_POOLED_BYTES) continue;
+    (pooled[Math.log2(buffer.length)] ??= []).push(buffer);
+    pooledBytes += buffer.length;
+  }
+  lent.length = 0;
+}
 
 /**
  * The first maxMessageBytes bytes of a longer message, whose remaining bytes
@@ -96,16 +120,24 @@ export class TruncatedMessage {
  * rest is dropped as it arrives, never buffered). Compressed messages are refused: the server
  * advertises no grpc-accept-encoding, so a client has no reason to send one.
  *
- * Messages are views, not copies: into the chunk they arrived in, or, for a
- * message that arrived in several chunks, into a buffer shared by all readers
- * that the next push to any reader may overwrite. Use (or copy) the messages
- * of one push before the next.
+ * Chunks are lent: push keeps no view of one past its return. Messages are
+ * views, not copies: into the chunk they arrived in, or, for a message that
+ * arrived in several chunks, into a pooled buffer that the next push to any
+ * reader may reuse. Use (or copy) the messages of one push before the next
+ * push, and before the chunk's owner overwrites it.
  */
 export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
   private readonly maxMessageBytes: number;
   private readonly keepPrefix: boolean;
-  private readonly chunks: Buffer[] = [];
-  private buffered = 0;
+  /** The 5-byte prefix of the message being put together, and how much of it has come. */
+  private readonly head = Buffer.allocUnsafe(5);
+  private headBytes = 0;
+  /** The message being put together (prefix excluded): its buffer, how many of its bytes are kept, how many have come. */
+  private assembly: Buffer | null = null;
+  private keptBytes = 0;
+  private filled = 0;
+  /** Its declared length. */
+  private declared = 0;
   /** Bytes of a longer message still to drop, and its prefix, handed out once they are. */
   private dropping = 0;
   private truncated: TruncatedMessage | undefined;
@@ -123,58 +155,70 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
 
   /** The complete messages the chunk finishes, in order; an error ends the stream. */
   push(chunk: Buffer): M[] | WireError {
+    reclaimLent();
     const messages: M[] = [];
-    if (this.dropping > 0) {
-      const dropped = Math.min(this.dropping, chunk.length);
-      this.dropping -= dropped;
-      if (this.dropping > 0) return messages;
-      messages.push(this.truncated as M);
-      this.truncated = undefined;
-      chunk = chunk.subarray(dropped);
-      if (chunk.length === 0) return messages;
-    }
-    if (this.buffered === 0) {
-      // Nothing is waiting (the usual case): the chunk's whole messages are
-      // views into it, and only a message it does not finish is kept.
-      let at = 0;
-      while (chunk.length - at >= 5) {
-        const length = chunk.readUInt32BE(at + 1);
-        const refused = this.refusal(chunk[at] as number, length);
-        if (refused !== undefined) return refused;
-        if (length > this.maxMessageBytes || chunk.length - at < 5 + length) break;
-        messages.push(chunk.subarray(at + 5, at + 5 + length) as M);
-        at += 5 + length;
-      }
-      if (at === chunk.length) return messages;
-      if (at > 0) chunk = chunk.subarray(at);
-    }
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    while (this.buffered >= 5) {
-      const first = this.chunks[0] as Buffer;
-      const head = first.length >= 5 ? first : this.gather(5, prefix);
-      const length = head.readUInt32BE(1);
-      const refused = this.refusal(head[0] as number, length);
-      if (refused !== undefined) return refused;
-      if (length <= this.maxMessageBytes) {
-        if (this.buffered < 5 + length) break;
-        messages.push(this.take(5 + length).subarray(5) as M);
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.dropping > 0) {
+        const dropped = Math.min(this.dropping, chunk.length - at);
+        this.dropping -= dropped;
+        at += dropped;
+        if (this.dropping > 0) break;
+        messages.push(this.truncated as M);
+        this.truncated = undefined;
         continue;
       }
-      // Longer than the limit (a keepingPrefix reader): keep a copy of the first bytes, drop the rest.
-      if (this.buffered < 5 + this.maxMessageBytes) break;
-      const kept = new TruncatedMessage(Buffer.from(this.take(5 + this.maxMessageBytes).subarray(5)), length);
-      const rest = length - this.maxMessageBytes;
-      const buffered = Math.min(rest, this.buffered);
-      this.drop(buffered);
-      if (buffered < rest) {
-        this.dropping = rest - buffered;
-        this.truncated = kept;
-        return messages;
+      if (this.headBytes === 0) {
+        // Nothing is waiting (the usual case): the chunk's whole messages are
+        // views into it, and only a message it does not finish is copied.
+        while (chunk.length - at >= 5) {
+          const length = chunk.readUInt32BE(at + 1);
+          const refused = this.refusal(chunk[at] as number, length);
+          if (refused !== undefined) return refused;
+          if (length > this.maxMessageBytes || chunk.length - at < 5 + length) break;
+          messages.push(chunk.subarray(at + 5, at + 5 + length) as M);
+          at += 5 + length;
+        }
+        if (at === chunk.length) break;
       }
-      messages.push(kept as M);
+      if (this.headBytes < 5) {
+        const copied = chunk.copy(this.head, this.headBytes, at, Math.min(chunk.length, at + 5 - this.headBytes));
+        this.headBytes += copied;
+        at += copied;
+        if (this.headBytes < 5) break;
+        const length = this.head.readUInt32BE(1);
+        const refused = this.refusal(this.head[0] as number, length);
+        if (refused !== undefined) return refused;
+        this.declared = length;
+        this.keptBytes = Math.min(length, this.maxMessageBytes);
+        this.filled = 0;
+        this.assembly = this.keptBytes === 0 ? null : acquire(this.keptBytes);
+      }
+      if (this.filled < this.keptBytes) {
+        const copied = chunk.copy(this.assembly as Buffer, this.filled, at, Math.min(chunk.length, at + this.keptBytes - this.filled));
+        this.filled += copied;
+        at += copied;
+        if (this.filled < this.keptBytes) break;
+      }
+      this.finishMessage(messages);
     }
     return messages;
+  }
+
+  /** The message being put together has all its kept bytes: hand it out, or, when longer than the limit, start dropping the rest. */
+  private finishMessage(messages: M[]): void {
+    const assembly = this.assembly;
+    this.assembly = null;
+    this.headBytes = 0;
+    if (assembly !== null) lent.push(assembly);
+    const bytes = assembly === null ? Buffer.alloc(0) : assembly.subarray(0, this.keptBytes);
+    if (this.declared <= this.maxMessageBytes) {
+      messages.push(bytes as M);
+      return;
+    }
+    // Longer than the limit (a keepingPrefix reader): a copy of the first bytes outlives the pool's buffer.
+    this.truncated = new TruncatedMessage(Buffer.from(bytes), this.declared);
+    this.dropping = this.declared - this.keptBytes;
   }
 
   /** Why a message with this flag byte and declared length is refused, if it is. */
@@ -195,44 +239,16 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
 
   /** True when bytes of an unfinished message are waiting. */
   get pending(): boolean {
-    return this.buffered > 0 || this.dropping > 0;
+    return this.headBytes > 0 || this.dropping > 0;
   }
 
-  /** The first `bytes` buffered bytes copied into `into`, without consuming them. */
-  private gather(bytes: number, into: Buffer): Buffer {
-    let filled = 0;
-    for (const chunk of this.chunks) {
-      filled += chunk.copy(into, filled, 0, Math.min(chunk.length, bytes - filled));
-      if (filled === bytes) break;
-    }
-    return into.subarray(0, bytes);
-  }
-
-  /** Consumes the first `bytes` buffered bytes (all of them buffered): a view into their chunk, or a copy in the shared assembly buffer when they span chunks. */
-  private take(bytes: number): Buffer {
-    const first = this.chunks[0] as Buffer;
-    let message: Buffer;
-    if (first.length >= bytes) message = first.subarray(0, bytes);
-    else {
-      if (assembly.length < bytes) assembly = Buffer.allocUnsafe(Math.max(bytes, 2 * assembly.length));
-      message = this.gather(bytes, assembly);
-    }
-    this.drop(bytes);
-    return message;
-  }
-
-  /** Forgets the first `bytes` buffered bytes. Views already handed out stay valid: chunks are sliced, never changed. */
-  private drop(bytes: number): void {
-    this.buffered -= bytes;
-    while (bytes > 0) {
-      const chunk = this.chunks[0] as Buffer;
-      if (chunk.length > bytes) {
-        this.chunks[0] = chunk.subarray(bytes);
-        return;
-      }
-      this.chunks.shift();
-      bytes -= chunk.length;
-    }
+  /** Gives the buffer of an unfinished message back to the pool: for a stream that closed inside one. The reader is not used again. */
+  discard(): void {
+    if (this.assembly !== null) lent.push(this.assembly);
+    this.assembly = null;
+    this.headBytes = 0;
+    this.dropping = 0;
+    this.truncated = undefined;
   }
 }
 

@@ -11,10 +11,10 @@ import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { seededRandom } from '../test/testbed/conversations.ts';
 import { GRPC_CONTENT_TYPE, MessageReader, frameMessage } from './grpc-wire.ts';
-import { serveConnection, type H2Connection, type H2ServerOptions, type H2Stream } from './h2-connection.ts';
+import { serveConnection, serveLentReads, type H2Connection, type H2ServerOptions, type H2Stream } from './h2-connection.ts';
 import { CLIENT_PREFACE, ErrorCode, Flag, FrameType, SETTINGS_ACK, Setting, frameHeader, parseFrameHeader, settingsFrame } from './h2-frames.ts';
 import { HpackDecoder, encodeHeaderBlock, type HeaderField } from './hpack.ts';
 
@@ -39,10 +39,46 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((server) => new Promise((resolve) => server.close(resolve))));
 });
 
+/**
+ * How serve() hands the connection its reads: node:net's 'data' events
+ * (serveConnection), or lent the way server.ts lends them
+ * (shared-read-buffer.ts), here harder: every read cut into seeded pieces of
+ * 1 octet to 20 KiB, each copied into one buffer and scribbled over once it
+ * has been received, so a view kept past receive reads scribble. The
+ * describes run with each (usingReads).
+ */
+type Reads = 'data events' | 'lent pieces';
+const READS: Reads[] = ['data events', 'lent pieces'];
+let reads: Reads = 'data events';
+function usingReads(mode: Reads): void {
+  beforeEach(() => {
+    reads = mode;
+  });
+  afterEach(() => {
+    reads = 'data events';
+  });
+}
+const lentBuffer = Buffer.alloc(64 * 1024);
+
+function lendInPieces(receive: (chunk: Buffer) => void, seed: number): (chunk: Buffer) => void {
+  const random = seededRandom(seed);
+  return (chunk) => {
+    for (let at = 0; at < chunk.length; ) {
+      const size = Math.min(chunk.length - at, random() < 0.3 ? 1 + Math.floor(random() * 12) : 1 + Math.floor(random() * 20_000));
+      chunk.copy(lentBuffer, 0, at, at + size);
+      receive(lentBuffer.subarray(0, size));
+      lentBuffer.fill(0xa5, 0, size);
+      at += size;
+    }
+  };
+}
+
 async function serve(onStream: (stream: H2Stream) => void, options: Partial<H2ServerOptions> = {}): Promise<Served> {
   const served: Served = { port: 0, connections: [], errors: [], closedConnections: 0 };
+  const mode = reads;
+  let seed = 0;
   const server = net.createServer((socket) => {
-    const connection = serveConnection(socket, {
+    const connectionOptions: H2ServerOptions = {
       initialWindowSize: 65_535,
       connectionWindowSize: 16 * 1024 * 1024,
       maxConcurrentStreams: 1000,
@@ -50,7 +86,14 @@ async function serve(onStream: (stream: H2Stream) => void, options: Partial<H2Se
       onStream,
       onError: (error) => served.errors.push(error),
       ...options,
-    });
+    };
+    let connection: H2Connection;
+    if (mode === 'data events') connection = serveConnection(socket, connectionOptions);
+    else {
+      const lent = serveLentReads(socket, connectionOptions);
+      socket.on('data', lendInPieces((chunk) => lent.receive(chunk), ++seed));
+      connection = lent;
+    }
     served.connections.push(connection);
     allConnections.push(connection);
     connection.onClose = () => served.closedConnections++;
@@ -75,7 +118,8 @@ function echo(stream: H2Stream): void {
   let bytes = 0;
   stream.onData = (chunk) => {
     bytes += chunk.length;
-    if (big === null) stream.write(chunk);
+    // The chunk is lent (H2Stream.onData): what is written back is a copy.
+    if (big === null) stream.write(Buffer.from(chunk));
   };
   stream.onEnd = () => {
     if (big !== null) stream.write(pattern(Number(big[1])));
@@ -122,7 +166,8 @@ async function connect(port: number, options: http2.ClientSessionOptions = {}): 
   return client;
 }
 
-describe('H2 connection with node:http2 as the client', () => {
+describe.each(READS)('H2 connection with node:http2 as the client (reads: %s)', (mode) => {
+  usingReads(mode);
   it('answers 200 sequential POSTs, then 500 concurrent ones, with their bodies and trailers', async () => {
     const served = await serve(echo);
     const client = await connect(served.port);
@@ -252,7 +297,8 @@ function grpcEcho(stream: H2Stream): void {
   };
 }
 
-describe('H2 connection with @grpc/grpc-js as the client', () => {
+describe.each(READS)('H2 connection with @grpc/grpc-js as the client (reads: %s)', (mode) => {
+  usingReads(mode);
   const identity = (buffer: Buffer) => buffer;
 
   it('serves a unary call, a bidi call and an unknown method', async () => {
@@ -272,6 +318,17 @@ describe('H2 connection with @grpc/grpc-js as the client', () => {
       call.end();
       expect((await status).code).toBe(grpc.status.OK);
       expect(received).toEqual(['echo:one', 'echo:two', 'echo:three']);
+
+      // Messages of 60-150 KB, each over several DATA frames and reads.
+      const big = client.makeBidiStreamRequest('/test.Echo/Bidi', identity, identity);
+      const bigReceived: string[] = [];
+      big.on('data', (message: Buffer) => bigReceived.push(sha(message)));
+      const bigStatus = new Promise<grpc.StatusObject>((resolve) => big.on('status', resolve));
+      const messages = Array.from({ length: 12 }, (_, i) => pattern(60_000 + i * 8_000).subarray(i));
+      for (const message of messages) big.write(message);
+      big.end();
+      expect((await bigStatus).code).toBe(grpc.status.OK);
+      expect(bigReceived).toEqual(messages.map((message) => sha(Buffer.concat([Buffer.from('echo:'), message]))));
 
       const unknown = await new Promise<grpc.ServiceError>((resolve) => client.makeUnaryRequest('/test.Echo/Nope', identity, identity, Buffer.from('x'), (error) => resolve(error as grpc.ServiceError)));
       expect(unknown.code).toBe(grpc.status.UNIMPLEMENTED);
@@ -374,7 +431,8 @@ function hold(stream: H2Stream): void {
   stream.respond(OK_HEADERS);
 }
 
-describe('H2 connection errors, frame by frame (RFC 9113)', () => {
+describe.each(READS)('H2 connection errors, frame by frame (RFC 9113) (reads: %s)', (mode) => {
+  usingReads(mode);
   it.each<[string, Buffer[], number]>([
     ['a connection that opens with HTTP/1.1 instead of the preface', [Buffer.from('POST / HTTP/1.1\r\nHost: x\r\n\r\n')], ErrorCode.PROTOCOL_ERROR],
     ['a frame over our 16384-octet max frame size', [data(1, Buffer.alloc(17 * 1024))], ErrorCode.FRAME_SIZE_ERROR],
@@ -465,6 +523,27 @@ describe('H2 connection errors, frame by frame (RFC 9113)', () => {
     expect(decoder.decode(first.payload)).toEqual({ ok: true, fields: [[':status', '431']] });
     expect(first.flags & Flag.END_STREAM).toBe(Flag.END_STREAM);
     expect(decoder.decode((client.streamFrames(3)[0] as RawFrame).payload)).toEqual({ ok: true, fields: OK_HEADERS });
+    expect(served.errors).toEqual([]);
+  });
+
+  it('puts together a request header block sent as HEADERS and two CONTINUATIONs, each in a write of its own', async () => {
+    const served = await serve(echo);
+    // Several connections: with lent pieces each cuts its reads elsewhere.
+    for (let connection = 0; connection < 6; connection++) {
+      const client = await RawClient.connect(served.port);
+      const block = requestBlock([['x-long', 'v'.repeat(3000)]]);
+      client.send(frame(FrameType.HEADERS, Flag.END_STREAM, 1, block.subarray(0, 1000)));
+      await sleep(10);
+      client.send(frame(FrameType.CONTINUATION, 0, 1, block.subarray(1000, 2000)));
+      await sleep(10);
+      client.send(frame(FrameType.CONTINUATION, Flag.END_HEADERS, 1, block.subarray(2000)));
+      expect(await waitUntil(() => client.streamFrames(1).some((f) => (f.flags & Flag.END_STREAM) !== 0), 1000)).toBe(true);
+      const decoder = new HpackDecoder({ maxTableSize: 4096, maxHeaderListSize: 1 << 16 });
+      expect(decoder.decode((client.streamFrames(1)[0] as RawFrame).payload)).toEqual({ ok: true, fields: OK_HEADERS });
+      const trailers = client.streamFrames(1).find((f) => f.type === FrameType.HEADERS && (f.flags & Flag.END_STREAM) !== 0) as RawFrame;
+      expect(decoder.decode(trailers.payload)).toEqual({ ok: true, fields: [['x-received', '0'], ['x-path', '/raw']] });
+      client.socket.destroy();
+    }
     expect(served.errors).toEqual([]);
   });
 
@@ -714,7 +793,8 @@ function hostileSequence(seed: number): { bytes: Buffer; truncated: boolean; goa
   return { bytes: Buffer.concat(parts), truncated, goaway };
 }
 
-describe('H2 connection under hostile frame sequences', () => {
+describe.each(READS)('H2 connection under hostile frame sequences (reads: %s)', (mode) => {
+  usingReads(mode);
   it('ends each of 500 seeded sequences with a working connection or a GOAWAY and a close', async () => {
     const served = await serve(echo);
     const outcomes = { working: 0, goaway: 0, truncated: 0 };
@@ -755,7 +835,8 @@ describe('H2 connection under hostile frame sequences', () => {
   }, 60_000);
 });
 
-describe('H2 connection with h2load as the client', () => {
+describe.each(READS)('H2 connection with h2load as the client (reads: %s)', (mode) => {
+  usingReads(mode);
   it('serves 2,000 POSTs over 2 connections, 32 streams each at once, all succeeded', async () => {
     const served = await serve(echo);
     const file = join(mkdtempSync(join(tmpdir(), 'h2load-')), 'body');

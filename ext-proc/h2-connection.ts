@@ -11,7 +11,8 @@
 // - frames are queued and written with one socket.write per turn of the
 //   event loop, so a burst of streams costs a few syscalls.
 // Reading is never paused: the peer's windows bound what we queue for it,
-// and ours bound what it sends us (we hand DATA on at once).
+// and ours bound what it sends us (we hand DATA on at once). Reads are lent
+// (see receive): what outlives one is copied.
 import type net from 'node:net';
 import {
   CLIENT_PREFACE,
@@ -96,6 +97,7 @@ export class H2Stream {
   readonly id: number;
   readonly connection: H2Connection;
   readonly fields: readonly HeaderField[];
+  /** A DATA frame's payload, lent: valid only during the call (copy to keep it, or to write it back). */
   onData: (chunk: Buffer) => void = noop;
   onEnd: () => void = noop;
   onClose: (reset: boolean) => void = noop;
@@ -219,10 +221,13 @@ class ServerConnection implements H2Connection {
   private phase: Phase = 'preface';
   private prefaceMatched = 0;
   private sawSettings = false;
-  /** A frame that has not all arrived: its chunks so far, and how many octets it needs to be parsed. */
-  private readonly held: Buffer[] = [];
+  /**
+   * A frame that has not all arrived, copied: reads are lent (receive), and
+   * a frame is at most 9 + DEFAULT_MAX_FRAME_SIZE octets. Made at the first
+   * frame that spans two reads.
+   */
+  private held: Buffer | null = null;
   private heldBytes = 0;
-  private needed = 0;
   private lastStreamId = 0;
   private goawaySent = false;
   /** The last stream id our first GOAWAY named; a later GOAWAY must not name a higher one (§6.8). */
@@ -263,7 +268,6 @@ class ServerConnection implements H2Connection {
     this.decoder = new HpackDecoder({ maxTableSize: DEFAULT_HEADER_TABLE_SIZE, maxHeaderListSize: options.maxHeaderListSize });
     this.connectionWindow = Math.max(DEFAULT_INITIAL_WINDOW_SIZE, Math.min(options.connectionWindowSize, MAX_WINDOW_SIZE));
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', (error: Error) => this.report(error));
     socket.on('close', () => this.socketClosed());
     // The server preface may go before the client's arrives (§3.4).
@@ -309,26 +313,25 @@ class ServerConnection implements H2Connection {
 
   // ---- reading ----
 
-  private receive(chunk: Buffer): void {
+  /**
+   * Reads one chunk of the socket. The chunk is lent: it is valid only during
+   * the call (server.ts reads every connection into one buffer), so nothing
+   * here, and no onData, keeps a view of it past the call.
+   */
+  receive(chunk: Buffer): void {
     if (this.phase === 'ended') return;
-    if (this.held.length > 0) {
-      this.held.push(chunk);
-      this.heldBytes += chunk.length;
-      if (this.heldBytes < this.needed) return;
-      chunk = Buffer.concat(this.held, this.heldBytes);
-      this.held.length = 0;
-      this.heldBytes = 0;
-    }
     let at = 0;
     if (this.phase === 'preface') {
       at = this.matchPreface(chunk);
       if (at < 0 || this.phase === 'preface') return;
     }
+    if (this.heldBytes > 0) {
+      at = this.completeHeld(chunk, at);
+      if (at < 0 || this.ended) return;
+    }
     while (chunk.length - at >= FRAME_HEADER_LENGTH) {
       const header = parseFrameHeader(chunk, at);
-      if (header.length > DEFAULT_MAX_FRAME_SIZE) {
-        return this.fail(ErrorCode.FRAME_SIZE_ERROR, `a ${header.length}-octet frame (type ${header.type}) is over our SETTINGS_MAX_FRAME_SIZE of ${DEFAULT_MAX_FRAME_SIZE}`);
-      }
+      if (header.length > DEFAULT_MAX_FRAME_SIZE) return this.frameTooLarge(header);
       const end = at + FRAME_HEADER_LENGTH + header.length;
       if (end > chunk.length) break;
       this.frame(header, chunk.subarray(at + FRAME_HEADER_LENGTH, end));
@@ -336,11 +339,37 @@ class ServerConnection implements H2Connection {
       if (this.ended) return;
     }
     if (at < chunk.length) {
-      const rest = chunk.subarray(at);
-      this.held.push(rest);
-      this.heldBytes = rest.length;
-      this.needed = rest.length >= FRAME_HEADER_LENGTH ? FRAME_HEADER_LENGTH + parseFrameHeader(rest).length : FRAME_HEADER_LENGTH;
+      this.held ??= Buffer.allocUnsafeSlow(FRAME_HEADER_LENGTH + DEFAULT_MAX_FRAME_SIZE);
+      this.heldBytes = chunk.copy(this.held, 0, at);
     }
+  }
+
+  /** Copies the held frame's missing octets from the chunk and handles the frame once whole; where the chunk's next frame starts, or -1 after an error. */
+  private completeHeld(chunk: Buffer, at: number): number {
+    const held = this.held as Buffer;
+    if (this.heldBytes < FRAME_HEADER_LENGTH) {
+      const copied = chunk.copy(held, this.heldBytes, at, Math.min(chunk.length, at + FRAME_HEADER_LENGTH - this.heldBytes));
+      this.heldBytes += copied;
+      at += copied;
+      if (this.heldBytes < FRAME_HEADER_LENGTH) return at;
+    }
+    const header = parseFrameHeader(held);
+    if (header.length > DEFAULT_MAX_FRAME_SIZE) {
+      this.frameTooLarge(header);
+      return -1;
+    }
+    const size = FRAME_HEADER_LENGTH + header.length;
+    const copied = chunk.copy(held, this.heldBytes, at, Math.min(chunk.length, at + size - this.heldBytes));
+    this.heldBytes += copied;
+    at += copied;
+    if (this.heldBytes < size) return at;
+    this.heldBytes = 0;
+    this.frame(header, held.subarray(FRAME_HEADER_LENGTH, size));
+    return at;
+  }
+
+  private frameTooLarge(header: FrameHeader): void {
+    this.fail(ErrorCode.FRAME_SIZE_ERROR, `a ${header.length}-octet frame (type ${header.type}) is over our SETTINGS_MAX_FRAME_SIZE of ${DEFAULT_MAX_FRAME_SIZE}`);
   }
 
   /** Where the frames start in the chunk, once the whole preface has matched; -1 after a mismatch. */
@@ -458,7 +487,8 @@ class ServerConnection implements H2Connection {
     if ((header.flags & Flag.END_HEADERS) !== 0) return this.fieldBlock(header.streamId, endStream, fragment);
     this.blockStream = header.streamId;
     this.blockEndStream = endStream;
-    this.blockChunks.push(fragment);
+    // Kept until the CONTINUATIONs come, so copied out of the lent read.
+    this.blockChunks.push(Buffer.from(fragment));
     this.blockBytes = fragment.length;
     this.blockFrames = 1;
   }
@@ -467,7 +497,7 @@ class ServerConnection implements H2Connection {
     if (this.blockStream === 0 || header.streamId !== this.blockStream) {
       return this.fail(ErrorCode.PROTOCOL_ERROR, `CONTINUATION on stream ${header.streamId} with no field block of that stream in progress (RFC 9113 §6.10)`);
     }
-    this.blockChunks.push(payload);
+    this.blockChunks.push(Buffer.from(payload));
     this.blockBytes += payload.length;
     this.blockFrames++;
     if (this.blockBytes > this.options.maxHeaderListSize + HEADER_BLOCK_SLACK || this.blockFrames > MAX_CONTINUATIONS) {
@@ -793,7 +823,7 @@ class ServerConnection implements H2Connection {
   private endSocket(): void {
     if (this.lingerTimer !== undefined) return;
     this.phase = 'ended';
-    this.held.length = 0;
+    this.heldBytes = 0;
     this.blockChunks.length = 0;
     this.flush();
     this.socket.end();
@@ -805,7 +835,7 @@ class ServerConnection implements H2Connection {
     this.phase = 'ended';
     if (this.lingerTimer !== undefined) clearTimeout(this.lingerTimer);
     this.out.length = 0;
-    this.held.length = 0;
+    this.heldBytes = 0;
     this.closeAllStreams();
     if (this.closeNotified) return;
     this.closeNotified = true;
@@ -841,7 +871,17 @@ function fieldsViolation(fields: readonly HeaderField[], trailers: boolean): boo
   return false;
 }
 
-/** Serves HTTP/2 (h2c with prior knowledge) on an accepted socket. */
+/** Serves HTTP/2 (h2c with prior knowledge) on an accepted socket, reading its 'data' events. */
 export function serveConnection(socket: net.Socket, options: H2ServerOptions): H2Connection {
+  const connection = new ServerConnection(socket, options);
+  socket.on('data', (chunk: Buffer) => connection.receive(chunk));
+  return connection;
+}
+
+/**
+ * The same on a socket whose reads the caller hands on (net.Socket's onread:
+ * shared-read-buffer.ts): receive takes a chunk valid only during the call.
+ */
+export function serveLentReads(socket: net.Socket, options: H2ServerOptions): H2Connection & { receive(chunk: Buffer): void } {
   return new ServerConnection(socket, options);
 }

@@ -168,6 +168,7 @@ export function createProcessLoop(options: ProcessLoopOptions): (stream: H2Strea
     const entry = this[STATE];
     if (reset && !entry.call.ended && log.isLevelEnabled('debug')) log.debug({ peer: peerOf(this), phase: entry.phase }, 'ext_proc stream reset by the client');
     entry.call.ended = true;
+    entry.reader.discard();
     live.delete(entry);
   }
 

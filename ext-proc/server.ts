@@ -6,19 +6,21 @@
 // per-stream overhead the cost that counts. A general gRPC server library
 // spent twice the CPU per request on it, and node:http2 makes every header
 // value an old-generation object whose mark-compacts were the burst p99
-// (bench/RESULTS.md). Signals: signals.ts.
-import net, { type AddressInfo } from 'node:net';
+// (bench/RESULTS.md); every connection reads into one buffer
+// (shared-read-buffer.ts) for the same reason. Signals: signals.ts.
+import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import type { PrefixKey } from '../src/model-service.ts';
 import { refuse } from './grpc-call.ts';
 import { GRPC_CONTENT_TYPE, GrpcStatus } from './grpc-wire.ts';
 import { DEFAULT_MAX_MESSAGE_BYTES, loadXxh64, type HandlerConfig, type KeySettings } from './handlers.ts';
-import { serveConnection, type H2Connection, type H2ServerOptions, type H2Stream } from './h2-connection.ts';
+import { serveLentReads, type H2Connection, type H2ServerOptions, type H2Stream } from './h2-connection.ts';
 import { createHealthService } from './health.ts';
 import type { HeaderField } from './hpack.ts';
 import { createMetrics, serveMetrics, type ExtProcMetrics } from './metrics.ts';
 import { LiveStreams, createProcessLoop, isIdle } from './process-stream.ts';
 import { HEALTH_SERVICE, PROCESS_METHOD_PATH } from './protocol.ts';
+import { createSharedReadBufferServer } from './shared-read-buffer.ts';
 
 export interface ExtProcOptions {
   port: number;
@@ -103,11 +105,15 @@ export async function startExtProc(options: ExtProcOptions): Promise<ExtProcServ
     onStream,
     onError: (error) => log.debug({ error: error.message }, 'HTTP/2 connection error'),
   };
-  const server = net.createServer((socket) => {
-    const connection = serveConnection(socket, connectionOptions);
-    connections.add(connection);
-    connection.onClose = () => connections.delete(connection);
-    if (draining) connection.shutdown();
+  const server = createSharedReadBufferServer({
+    onConnection(socket) {
+      const connection = serveLentReads(socket, connectionOptions);
+      connections.add(connection);
+      connection.onClose = () => connections.delete(connection);
+      if (draining) connection.shutdown();
+      return (chunk) => connection.receive(chunk);
+    },
+    onFallback: (reason) => log.warn({ reason }, 'reading connections without a shared read buffer'),
   });
 
   const port = await new Promise<number>((resolve, reject) => {
