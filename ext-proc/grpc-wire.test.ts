@@ -88,6 +88,17 @@ describe('MessageReader', () => {
     expect(reader.pending).toBe(true);
   });
 
+  it('holds memory for what has come of an unfinished message, not for its declared length', () => {
+    // 1,000 streams each declaring 100 KB and sending 15 bytes of it.
+    const start = frameMessage(Buffer.alloc(100_000, 0x61)).subarray(0, 20);
+    const before = process.memoryUsage().arrayBuffers;
+    const readers = Array.from({ length: 1000 }, () => new MessageReader(128 * 1024));
+    for (const reader of readers) expect(pushLent(reader, start)).toEqual([]);
+    // Allocated for the declared length this would be 1,000 × 128 KiB.
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(8 * 1024 * 1024);
+    for (const reader of readers) expect(reader.pending).toBe(true);
+  });
+
   it('forgets an unfinished message on discard', () => {
     const reader = new MessageReader(128 * 1024);
     expect(pushLent(reader, frameMessage(Buffer.alloc(50_000)).subarray(0, 30_000))).toEqual([]);

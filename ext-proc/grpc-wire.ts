@@ -192,17 +192,36 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
         this.declared = length;
         this.keptBytes = Math.min(length, this.maxMessageBytes);
         this.filled = 0;
-        this.assembly = this.keptBytes === 0 ? null : acquire(this.keptBytes);
       }
       if (this.filled < this.keptBytes) {
-        const copied = chunk.copy(this.assembly as Buffer, this.filled, at, Math.min(chunk.length, at + this.keptBytes - this.filled));
-        this.filled += copied;
-        at += copied;
+        if (at === chunk.length) break;
+        const end = Math.min(chunk.length, at + this.keptBytes - this.filled);
+        const assembly = this.room(this.filled + end - at);
+        chunk.copy(assembly, this.filled, at, end);
+        this.filled += end - at;
+        at = end;
         if (this.filled < this.keptBytes) break;
       }
       this.finishMessage(messages);
     }
     return messages;
+  }
+
+  /**
+   * The buffer of the message being put together, with room for `bytes`. It
+   * grows with what has come (doubling, up to the kept length), not to the
+   * declared length at once: a 5-byte prefix alone must not take 128 KiB.
+   */
+  private room(bytes: number): Buffer {
+    const held = this.assembly;
+    if (held !== null && held.length >= bytes) return held;
+    const grown = acquire(Math.min(this.keptBytes, Math.max(bytes, 2 * (held?.length ?? 0))));
+    if (held !== null) {
+      held.copy(grown, 0, 0, this.filled);
+      lent.push(held);
+    }
+    this.assembly = grown;
+    return grown;
   }
 
   /** The message being put together has all its kept bytes: hand it out, or, when longer than the limit, start dropping the rest. */
