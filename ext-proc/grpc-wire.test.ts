@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { status as grpcJsStatus } from '@grpc/grpc-js';
-import { GrpcStatus, MessageReader, TruncatedMessage, encodeGrpcMessage, frameMessage, statusName, statusTrailers } from './grpc-wire.ts';
+import { GrpcStatus, MAX_UNFINISHED_BYTES, MessageReader, TruncatedMessage, encodeGrpcMessage, frameMessage, statusName, statusTrailers, unfinishedMessageBytes } from './grpc-wire.ts';
 
 const framed = (text: string) => frameMessage(Buffer.from(text));
 
@@ -91,12 +91,38 @@ describe('MessageReader', () => {
   it('holds memory for what has come of an unfinished message, not for its declared length', () => {
     // 1,000 streams each declaring 100 KB and sending 15 bytes of it.
     const start = frameMessage(Buffer.alloc(100_000, 0x61)).subarray(0, 20);
+    // What readers of the tests before this one still hold.
+    const held = unfinishedMessageBytes();
     const before = process.memoryUsage().arrayBuffers;
     const readers = Array.from({ length: 1000 }, () => new MessageReader(128 * 1024));
     for (const reader of readers) expect(pushLent(reader, start)).toEqual([]);
     // Allocated for the declared length this would be 1,000 × 128 KiB.
     expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(8 * 1024 * 1024);
     for (const reader of readers) expect(reader.pending).toBe(true);
+    for (const reader of readers) reader.discard();
+    expect(unfinishedMessageBytes()).toBe(held);
+  });
+
+  it('refuses a push that would take the unfinished messages of every reader past MAX_UNFINISHED_BYTES, and takes it again once they are discarded', () => {
+    const start = frameMessage(Buffer.alloc(100_000, 0x61)).subarray(0, 70_000);
+    const held = unfinishedMessageBytes();
+    const readers: MessageReader[] = [];
+    let refused: ReturnType<MessageReader['push']> | undefined;
+    // Each holds a 128 KiB buffer: the limit is reached within 1,000 of them.
+    for (let i = 0; i < 1000 && refused === undefined; i++) {
+      const reader = new MessageReader(128 * 1024);
+      readers.push(reader);
+      const out = reader.push(start);
+      if (!Array.isArray(out)) refused = out;
+    }
+    expect(refused).toEqual({ code: GrpcStatus.RESOURCE_EXHAUSTED, message: expect.stringMatching(/^messages still arriving on this server's streams hold \d+ bytes; this one would take 131072 more, over the 67108864-byte limit$/) });
+    expect(unfinishedMessageBytes()).toBeLessThanOrEqual(MAX_UNFINISHED_BYTES);
+    expect(readers.length).toBe(Math.floor((MAX_UNFINISHED_BYTES - held) / (128 * 1024)) + 1);
+    for (const reader of readers) reader.discard();
+    expect(unfinishedMessageBytes()).toBe(held);
+    const again = new MessageReader(128 * 1024);
+    expect(pushLent(again, start)).toEqual([]);
+    again.discard();
   });
 
   it('forgets an unfinished message on discard', () => {

@@ -76,12 +76,31 @@ const pooled: Buffer[][] = [];
 let pooledBytes = 0;
 const lent: Buffer[] = [];
 
+/** The size of the buffer acquire gives for `bytes`. */
+const pooledSize = (bytes: number): number => Math.max(2 ** Math.ceil(Math.log2(bytes)), MIN_POOLED_BYTES);
+
 function acquire(bytes: number): Buffer {
-  const sizeClass = Math.max(Math.ceil(Math.log2(bytes)), Math.log2(MIN_POOLED_BYTES));
-  const buffer = pooled[sizeClass]?.pop();
-  if (buffer === undefined) return Buffer.allocUnsafeSlow(2 ** sizeClass);
+  const size = pooledSize(bytes);
+  const buffer = pooled[Math.log2(size)]?.pop();
+  if (buffer === undefined) return Buffer.allocUnsafeSlow(size);
   pooledBytes -= buffer.length;
   return buffer;
+}
+
+/**
+ * What the unfinished messages of every reader may hold together. Each
+ * stream's window lets a client send up to a whole message (128 KiB) and
+ * stop, on up to 10,000 streams a connection; past this a push is refused
+ * (RESOURCE_EXHAUSTED, and Envoy fails that request open) instead of the
+ * hasher outgrowing its 256 MiB memory limit. 64 MiB is a thousand 32 KiB
+ * bodies caught between two reads at the same moment.
+ */
+export const MAX_UNFINISHED_BYTES = 64 * 1024 * 1024;
+let unfinishedBytes = 0;
+
+/** The bytes unfinished messages hold now (a metric; 0 when no message is part-way in). */
+export function unfinishedMessageBytes(): number {
+  return unfinishedBytes;
 }
 
 /** Returns the buffers handed out with the last push's messages. */
@@ -197,6 +216,7 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
         if (at === chunk.length) break;
         const end = Math.min(chunk.length, at + this.keptBytes - this.filled);
         const assembly = this.room(this.filled + end - at);
+        if (!Buffer.isBuffer(assembly)) return assembly;
         chunk.copy(assembly, this.filled, at, end);
         this.filled += end - at;
         at = end;
@@ -212,10 +232,19 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
    * grows with what has come (doubling, up to the kept length), not to the
    * declared length at once: a 5-byte prefix alone must not take 128 KiB.
    */
-  private room(bytes: number): Buffer {
+  private room(bytes: number): Buffer | WireError {
     const held = this.assembly;
     if (held !== null && held.length >= bytes) return held;
-    const grown = acquire(Math.min(this.keptBytes, Math.max(bytes, 2 * (held?.length ?? 0))));
+    const wanted = Math.min(this.keptBytes, Math.max(bytes, 2 * (held?.length ?? 0)));
+    const more = pooledSize(wanted) - (held?.length ?? 0);
+    if (unfinishedBytes + more > MAX_UNFINISHED_BYTES) {
+      return {
+        code: GrpcStatus.RESOURCE_EXHAUSTED,
+        message: `messages still arriving on this server's streams hold ${unfinishedBytes} bytes; this one would take ${more} more, over the ${MAX_UNFINISHED_BYTES}-byte limit`,
+      };
+    }
+    const grown = acquire(wanted);
+    unfinishedBytes += more;
     if (held !== null) {
       held.copy(grown, 0, 0, this.filled);
       lent.push(held);
@@ -229,7 +258,7 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
     const assembly = this.assembly;
     this.assembly = null;
     this.headBytes = 0;
-    if (assembly !== null) lent.push(assembly);
+    if (assembly !== null) this.giveBack(assembly);
     const bytes = assembly === null ? Buffer.alloc(0) : assembly.subarray(0, this.keptBytes);
     if (this.declared <= this.maxMessageBytes) {
       messages.push(bytes as M);
@@ -238,6 +267,12 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
     // Longer than the limit (a keepingPrefix reader): a copy of the first bytes outlives the pool's buffer.
     this.truncated = new TruncatedMessage(Buffer.from(bytes), this.declared);
     this.dropping = this.declared - this.keptBytes;
+  }
+
+  /** The buffer of a message no longer being put together goes back to the pool at the next push. */
+  private giveBack(assembly: Buffer): void {
+    unfinishedBytes -= assembly.length;
+    lent.push(assembly);
   }
 
   /** Why a message with this flag byte and declared length is refused, if it is. */
@@ -261,9 +296,9 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
     return this.headBytes > 0 || this.dropping > 0;
   }
 
-  /** Gives the buffer of an unfinished message back to the pool: for a stream that closed inside one. The reader is not used again. */
+  /** Gives the buffer of an unfinished message back to the pool: every stream's reader is discarded when the stream closes, or the bytes it held stay counted against MAX_UNFINISHED_BYTES. The reader is not used again. */
   discard(): void {
-    if (this.assembly !== null) lent.push(this.assembly);
+    if (this.assembly !== null) this.giveBack(this.assembly);
     this.assembly = null;
     this.headBytes = 0;
     this.dropping = 0;

@@ -83,6 +83,7 @@ async function serve(onStream: (stream: H2Stream) => void, options: Partial<H2Se
       connectionWindowSize: 16 * 1024 * 1024,
       maxConcurrentStreams: 1000,
       maxHeaderListSize: 16_384,
+      maxUnsentBytes: 16 * 1024 * 1024,
       onStream,
       onError: (error) => served.errors.push(error),
       ...options,
@@ -545,6 +546,20 @@ describe.each(READS)('H2 connection errors, frame by frame (RFC 9113) (reads: %s
       client.socket.destroy();
     }
     expect(served.errors).toEqual([]);
+  });
+
+  it('closes a connection whose peer sends PINGs and never reads the answers, once the unsent answers pass the limit', async () => {
+    const served = await serve(echo, { maxUnsentBytes: 1024 * 1024 });
+    const client = await RawClient.connect(served.port);
+    client.socket.pause();
+    const pings = Buffer.concat(Array.from({ length: 10_000 }, () => frame(FrameType.PING, 0, 0, Buffer.alloc(8))));
+    // At most 100 × 10,000 PINGs (17 MB of answers): past 1 MiB and the kernel's buffers.
+    for (let batch = 0; batch < 100 && !client.closed; batch++) {
+      if (!client.socket.write(pings)) await new Promise((resolve) => client.socket.once('drain', resolve).once('close', resolve));
+      await sleep(1);
+    }
+    expect(await waitUntil(() => client.closed, 2000)).toBe(true);
+    expect(served.errors.map((error) => error.message)).toContainEqual(expect.stringMatching(/octets wait unsent \(at most 1048576\); the peer sends frames but does not read the answers$/));
   });
 
   it('takes PADDED HEADERS with PRIORITY, PADDED DATA, request trailers, PRIORITY frames and unknown frame types', async () => {

@@ -56,6 +56,13 @@ export interface H2ServerOptions {
   maxConcurrentStreams: number;
   /** SETTINGS_MAX_HEADER_LIST_SIZE and the HPACK decoder's limit; a larger request gets a 431 answer, the connection is kept. */
   maxHeaderListSize: number;
+  /**
+   * What may wait unsent because the peer does not read (past the kernel's
+   * buffers). Our DATA is bounded by the peer's windows, but PING and
+   * SETTINGS acknowledgements, resets and window updates answer frames the
+   * peer sends; a peer that sends them and never reads is cut off here.
+   */
+  maxUnsentBytes: number;
   onStream(stream: H2Stream): void;
   /** Connection-level protocol errors, socket errors and exceptions from the callbacks, for debug logs. */
   onError?(error: Error): void;
@@ -806,7 +813,15 @@ class ServerConnection implements H2Connection {
     const data = this.out.length === 1 ? (this.out[0] as Buffer) : Buffer.concat(this.out, this.outBytes);
     this.out.length = 0;
     this.outBytes = 0;
-    if (!this.socket.destroyed && this.socket.writable) this.socket.write(data);
+    if (this.socket.destroyed || !this.socket.writable) return;
+    this.socket.write(data);
+    if (this.socket.writableLength > this.options.maxUnsentBytes) {
+      // No GOAWAY could reach a peer that does not read.
+      this.report(new Error(`HTTP/2 connection from ${this.peer()} closed: ${this.socket.writableLength} octets wait unsent (at most ${this.options.maxUnsentBytes}); the peer sends frames but does not read the answers`));
+      this.phase = 'ended';
+      this.closeAllStreams();
+      this.socket.destroy();
+    }
   }
 
   /** A connection error (§5.4.1): GOAWAY with the reason, every stream closed, the socket ended. */

@@ -27,6 +27,7 @@ export function createHealthService(): HealthService {
     const m = watch ? health.Watch : health.Check;
     let watcher: { service: string; call: Call } | undefined;
     stream.onClose = () => {
+      reader.discard();
       if (watcher !== undefined) watchers.delete(watcher);
     };
     // A Check or Watch that half-closes without its request is answered, not left open.

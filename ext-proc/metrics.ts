@@ -4,6 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Registry, type Histogram } from 'prom-client';
 import { collectProcessMetrics } from '../src/process-metrics.ts';
+import { MAX_UNFINISHED_BYTES, unfinishedMessageBytes } from './grpc-wire.ts';
 import type { ErrorReason, Outcome } from './handlers.ts';
 
 // The per-stream and per-message metrics are counted in plain numbers and
@@ -125,6 +126,14 @@ export function createMetrics(openStreams: () => number): ExtProcMetrics {
     registers: [registry],
     collect() {
       this.set(openStreams());
+    },
+  });
+  new Gauge({
+    name: 'ext_proc_unfinished_message_bytes',
+    help: `Bytes held for messages still arriving, over all streams (at most ${MAX_UNFINISHED_BYTES}; past it a stream ends with RESOURCE_EXHAUSTED)`,
+    registers: [registry],
+    collect() {
+      this.set(unfinishedMessageBytes());
     },
   });
   const errors = new Counter({

@@ -202,6 +202,30 @@ describe('the prefix hasher, as Envoy Gateway drives it', () => {
     session.close();
   });
 
+  it('counts the bytes of messages still arriving, and gives them back when their streams are reset', async () => {
+    const { server } = await start();
+    const method = processMethod();
+    const session = http2.connect(`http://127.0.0.1:${server.port}`);
+    session.on('error', () => {});
+    const headers = frameMessage(method.requestSerialize(headersMessage(base, false)));
+    const body = frameMessage(method.requestSerialize(bodyMessage(chatBody('x'.repeat(60_000)), true)));
+    const streams = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const stream = session.request({ ':method': 'POST', ':path': PROCESS_METHOD_PATH, 'content-type': 'application/grpc', te: 'trailers' });
+        stream.on('error', () => {});
+        stream.write(Buffer.concat([headers, body.subarray(0, 40_000)]));
+        await once(stream, 'data');
+        return stream;
+      }),
+    );
+    // 20 bodies with 40 KB of 60 KB each come: at least that much is held.
+    await expect.poll(async () => metric(await scrape(server), 'ext_proc_unfinished_message_bytes')).toBeGreaterThanOrEqual(20 * 40_000);
+    for (const stream of streams) stream.close(http2.constants.NGHTTP2_CANCEL);
+    await expect.poll(async () => metric(await scrape(server), 'ext_proc_streams_open')).toBe(0);
+    expect(metric(await scrape(server), 'ext_proc_unfinished_message_bytes')).toBe(0);
+    session.close();
+  });
+
   const method = processMethod();
   it.each([
     { name: 'bytes that are no protobuf', messages: [Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, ...Buffer.from(MARKER)])], code: grpc.status.INVALID_ARGUMENT, details: /^undecodable ProcessingRequest: / },

@@ -57,6 +57,8 @@ const CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
 const MAX_CONCURRENT_STREAMS = 10_000;
 /** Envoy's own default limit for request headers (60 KiB), with room. */
 const MAX_HEADER_LIST_BYTES = 64 * 1024;
+/** Answers to 10,000 streams are ~2 MB; a peer that leaves 16 MiB unread is not reading. */
+const MAX_UNSENT_BYTES = 16 * 1024 * 1024;
 const UNSUPPORTED_MEDIA_TYPE: readonly HeaderField[] = [[':status', '415']];
 
 /** The hasher's HTTP/2 settings and limits (bench/raw-h2-noop.ts serves with the same). */
@@ -70,6 +72,7 @@ export function connectionLimits(maxMessageBytes: number): Omit<H2ServerOptions,
     connectionWindowSize: CONNECTION_WINDOW_BYTES,
     maxConcurrentStreams: MAX_CONCURRENT_STREAMS,
     maxHeaderListSize: MAX_HEADER_LIST_BYTES,
+    maxUnsentBytes: MAX_UNSENT_BYTES,
   };
 }
 
