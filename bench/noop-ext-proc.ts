@@ -85,6 +85,7 @@ if (import.meta.main) {
     stream.on('end', () => {
       if (!stream.writableEnded) stream.end();
     });
+    stream.on('close', () => reader.discard());
   });
   server.listen(Number(portText), host, () => process.stderr.write(`do-nothing ext_proc on ${host}:${portText}\n`));
   process.once('SIGTERM', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { status as grpcJsStatus } from '@grpc/grpc-js';
-import { GrpcStatus, MAX_UNFINISHED_BYTES, MessageReader, TruncatedMessage, encodeGrpcMessage, frameMessage, statusName, statusTrailers, unfinishedMessageBytes } from './grpc-wire.ts';
+import { GrpcStatus, MAX_UNFINISHED_BYTES, MAX_UNFINISHED_BYTES_PER_CONNECTION, MessageReader, TruncatedMessage, UnfinishedShare, encodeGrpcMessage, frameMessage, statusName, statusTrailers, unfinishedMessageBytes } from './grpc-wire.ts';
 
 const framed = (text: string) => frameMessage(Buffer.from(text));
 
@@ -104,25 +104,46 @@ describe('MessageReader', () => {
   });
 
   it('refuses a push that would take the unfinished messages of every reader past MAX_UNFINISHED_BYTES, and takes it again once they are discarded', () => {
-    const start = frameMessage(Buffer.alloc(100_000, 0x61)).subarray(0, 70_000);
+    // 70,000 bytes of a 100,000-byte message: an 80 KiB buffer (1.25 × 64 KiB).
+    const start = frameMessage(Buffer.alloc(100_000, 0x61)).subarray(0, 70_005);
     const held = unfinishedMessageBytes();
     const readers: MessageReader[] = [];
     let refused: ReturnType<MessageReader['push']> | undefined;
-    // Each holds a 128 KiB buffer: the limit is reached within 1,000 of them.
-    for (let i = 0; i < 1000 && refused === undefined; i++) {
+    for (let i = 0; i < 2000 && refused === undefined; i++) {
       const reader = new MessageReader(128 * 1024);
       readers.push(reader);
       const out = reader.push(start);
       if (!Array.isArray(out)) refused = out;
     }
-    expect(refused).toEqual({ code: GrpcStatus.RESOURCE_EXHAUSTED, message: expect.stringMatching(/^messages still arriving on this server's streams hold \d+ bytes; this one would take 131072 more, over the 67108864-byte limit$/) });
+    expect(refused).toEqual({ code: GrpcStatus.RESOURCE_EXHAUSTED, message: expect.stringMatching(/^messages still arriving on this server's streams hold \d+ bytes; this one would take 81920 more, over the 100663296-byte limit$/) });
     expect(unfinishedMessageBytes()).toBeLessThanOrEqual(MAX_UNFINISHED_BYTES);
-    expect(readers.length).toBe(Math.floor((MAX_UNFINISHED_BYTES - held) / (128 * 1024)) + 1);
+    expect(readers.length).toBe(Math.floor((MAX_UNFINISHED_BYTES - held) / 81_920) + 1);
     for (const reader of readers) reader.discard();
     expect(unfinishedMessageBytes()).toBe(held);
     const again = new MessageReader(128 * 1024);
     expect(pushLent(again, start)).toEqual([]);
     again.discard();
+  });
+
+  it("refuses a connection's readers past MAX_UNFINISHED_BYTES_PER_CONNECTION while another connection's are still taken", () => {
+    const start = frameMessage(Buffer.alloc(100_000, 0x61)).subarray(0, 70_005);
+    const share = new UnfinishedShare();
+    const readers: MessageReader[] = [];
+    let refused: ReturnType<MessageReader['push']> | undefined;
+    for (let i = 0; i < 1000 && refused === undefined; i++) {
+      const reader = new MessageReader(128 * 1024, false, share);
+      readers.push(reader);
+      const out = reader.push(start);
+      if (!Array.isArray(out)) refused = out;
+    }
+    expect(refused).toEqual({ code: GrpcStatus.RESOURCE_EXHAUSTED, message: expect.stringMatching(/^messages still arriving on this connection's streams hold \d+ bytes; this one would take 81920 more, over the 33554432-byte limit per connection$/) });
+    expect(readers.length).toBe(Math.floor(MAX_UNFINISHED_BYTES_PER_CONNECTION / 81_920) + 1);
+    expect(share.bytes).toBeLessThanOrEqual(MAX_UNFINISHED_BYTES_PER_CONNECTION);
+    const other = new MessageReader(128 * 1024, false, new UnfinishedShare());
+    expect(pushLent(other, start)).toEqual([]);
+    other.discard();
+    for (const reader of readers) reader.discard();
+    expect(share.bytes).toBe(0);
   });
 
   it('forgets an unfinished message on discard', () => {

@@ -67,36 +67,51 @@ export interface WireError {
  * per such message was as much array-buffer memory as a new buffer per read,
  * and that drove the 32 KiB bursts' mark-compacts (bench/RESULTS.md). A
  * buffer handed out with a message goes back to the pool at the next push to
- * any reader, so a message stays whole until then. Size classes are powers of
- * two; at most MAX_POOLED_BYTES wait in the pool, the rest is left to the GC.
+ * any reader, so a message stays whole until then. Sizes are a power of two
+ * times 1, 1.25, 1.5 or 1.75 (at most a quarter wasted: a 32 KiB body's
+ * message takes 40 KiB, not 64); at most MAX_POOLED_BYTES wait in the pool,
+ * the rest is left to the GC.
  */
 const MIN_POOLED_BYTES = 1024;
 const MAX_POOLED_BYTES = 8 * 1024 * 1024;
-const pooled: Buffer[][] = [];
+const pooled = new Map<number, Buffer[]>();
 let pooledBytes = 0;
 const lent: Buffer[] = [];
 
 /** The size of the buffer acquire gives for `bytes`. */
-const pooledSize = (bytes: number): number => Math.max(2 ** Math.ceil(Math.log2(bytes)), MIN_POOLED_BYTES);
+function pooledSize(bytes: number): number {
+  if (bytes <= MIN_POOLED_BYTES) return MIN_POOLED_BYTES;
+  const step = 2 ** (Math.ceil(Math.log2(bytes)) - 3);
+  return Math.ceil(bytes / step) * step;
+}
 
 function acquire(bytes: number): Buffer {
   const size = pooledSize(bytes);
-  const buffer = pooled[Math.log2(size)]?.pop();
+  const buffer = pooled.get(size)?.pop();
   if (buffer === undefined) return Buffer.allocUnsafeSlow(size);
   pooledBytes -= buffer.length;
   return buffer;
 }
 
 /**
- * What the unfinished messages of every reader may hold together. Each
- * stream's window lets a client send up to a whole message (128 KiB) and
- * stop, on up to 10,000 streams a connection; past this a push is refused
- * (RESOURCE_EXHAUSTED, and Envoy fails that request open) instead of the
- * hasher outgrowing its 256 MiB memory limit. 64 MiB is a thousand 32 KiB
- * bodies caught between two reads at the same moment.
+ * What the unfinished messages of every reader may hold together, and of the
+ * readers of one connection (UnfinishedShare). Each stream's window lets a
+ * client send up to a whole message (128 KiB) and stop, on up to 10,000
+ * streams a connection; past these a push is refused (RESOURCE_EXHAUSTED,
+ * and Envoy fails that request open) instead of the hasher outgrowing its
+ * 256 MiB memory limit (its peak RSS under load is ~110 MiB), and a share
+ * per connection keeps one client that stops mid-message from refusing
+ * everyone else's. 32 MiB is 800 32 KiB bodies caught between two frames on
+ * one connection at the same moment; 96 MiB, 2,400 over all.
  */
-export const MAX_UNFINISHED_BYTES = 64 * 1024 * 1024;
+export const MAX_UNFINISHED_BYTES = 96 * 1024 * 1024;
+export const MAX_UNFINISHED_BYTES_PER_CONNECTION = 32 * 1024 * 1024;
 let unfinishedBytes = 0;
+
+/** The unfinished-message bytes of one connection's readers. */
+export class UnfinishedShare {
+  bytes = 0;
+}
 
 /** The bytes unfinished messages hold now (a metric; 0 when no message is part-way in). */
 export function unfinishedMessageBytes(): number {
@@ -107,7 +122,9 @@ export function unfinishedMessageBytes(): number {
 function reclaimLent(): void {
   for (const buffer of lent) {
     if (pooledBytes + buffer.length > MAX_POOLED_BYTES) continue;
-    (pooled[Math.log2(buffer.length)] ??= []).push(buffer);
+    let free = pooled.get(buffer.length);
+    if (free === undefined) pooled.set(buffer.length, (free = []));
+    free.push(buffer);
     pooledBytes += buffer.length;
   }
   lent.length = 0;
@@ -161,15 +178,18 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
   private dropping = 0;
   private truncated: TruncatedMessage | undefined;
 
-  /** `keepPrefix`: use keepingPrefix, which types the messages as they then are. */
-  constructor(maxMessageBytes: number, keepPrefix = false) {
+  private readonly share: UnfinishedShare | undefined;
+
+  /** `keepPrefix`: use keepingPrefix, which types the messages as they then are. `share`: the connection's, for its limit. */
+  constructor(maxMessageBytes: number, keepPrefix = false, share?: UnfinishedShare) {
     this.maxMessageBytes = maxMessageBytes;
     this.keepPrefix = keepPrefix;
+    this.share = share;
   }
 
   /** A reader that hands out the first maxMessageBytes bytes of a longer message instead of refusing it. */
-  static keepingPrefix(maxMessageBytes: number): MessageReader<Buffer | TruncatedMessage> {
-    return new MessageReader<Buffer | TruncatedMessage>(maxMessageBytes, true);
+  static keepingPrefix(maxMessageBytes: number, share?: UnfinishedShare): MessageReader<Buffer | TruncatedMessage> {
+    return new MessageReader<Buffer | TruncatedMessage>(maxMessageBytes, true, share);
   }
 
   /** The complete messages the chunk finishes, in order; an error ends the stream. */
@@ -237,6 +257,12 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
     if (held !== null && held.length >= bytes) return held;
     const wanted = Math.min(this.keptBytes, Math.max(bytes, 2 * (held?.length ?? 0)));
     const more = pooledSize(wanted) - (held?.length ?? 0);
+    if (this.share !== undefined && this.share.bytes + more > MAX_UNFINISHED_BYTES_PER_CONNECTION) {
+      return {
+        code: GrpcStatus.RESOURCE_EXHAUSTED,
+        message: `messages still arriving on this connection's streams hold ${this.share.bytes} bytes; this one would take ${more} more, over the ${MAX_UNFINISHED_BYTES_PER_CONNECTION}-byte limit per connection`,
+      };
+    }
     if (unfinishedBytes + more > MAX_UNFINISHED_BYTES) {
       return {
         code: GrpcStatus.RESOURCE_EXHAUSTED,
@@ -245,6 +271,7 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
     }
     const grown = acquire(wanted);
     unfinishedBytes += more;
+    if (this.share !== undefined) this.share.bytes += more;
     if (held !== null) {
       held.copy(grown, 0, 0, this.filled);
       lent.push(held);
@@ -272,6 +299,7 @@ export class MessageReader<M extends Buffer | TruncatedMessage = Buffer> {
   /** The buffer of a message no longer being put together goes back to the pool at the next push. */
   private giveBack(assembly: Buffer): void {
     unfinishedBytes -= assembly.length;
+    if (this.share !== undefined) this.share.bytes -= assembly.length;
     lent.push(assembly);
   }
 

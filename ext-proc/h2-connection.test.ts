@@ -559,7 +559,43 @@ describe.each(READS)('H2 connection errors, frame by frame (RFC 9113) (reads: %s
       await sleep(1);
     }
     expect(await waitUntil(() => client.closed, 2000)).toBe(true);
-    expect(served.errors.map((error) => error.message)).toContainEqual(expect.stringMatching(/octets wait unsent \(at most 1048576\); the peer sends frames but does not read the answers$/));
+    expect(served.errors.map((error) => error.message)).toContainEqual(expect.stringMatching(/octets wait unsent \(at most 1048576\); the peer sends frames but does not read the answers or open its windows$/));
+  });
+
+  it('closes a connection whose peer keeps its windows shut while it sends requests, once the queued answers pass the limit', async () => {
+    const served = await serve(echo, { maxUnsentBytes: 1024 * 1024 });
+    // SETTINGS_INITIAL_WINDOW_SIZE 0: every echoed octet waits in the stream's queue.
+    const client = await RawClient.connect(served.port, Buffer.concat([CLIENT_PREFACE, settingsFrame([[Setting.INITIAL_WINDOW_SIZE, 0]])]));
+    client.send(headers(1, Flag.END_HEADERS));
+    const chunk = data(1, Buffer.alloc(16_000, 0x61));
+    // At most 300 × 16 KB, with the stream's credit coming back as the server reads.
+    for (let frame = 0; frame < 300 && !client.closed; frame++) {
+      client.send(chunk);
+      if (frame % 20 === 19) await sleep(2);
+    }
+    expect(await waitUntil(() => client.closed, 2000)).toBe(true);
+    expect(served.errors.map((error) => error.message)).toContainEqual(expect.stringMatching(/octets wait unsent \(at most 1048576\); the peer sends frames but does not read the answers or open its windows$/));
+  });
+
+  it('counts what each queued answer costs, not only its octets, when the answers are one shared buffer', async () => {
+    const shared = Buffer.from('answer!');
+    const served = await serve(
+      (stream) => {
+        stream.respond(OK_HEADERS);
+        stream.onData = () => stream.write(shared);
+      },
+      { maxUnsentBytes: 1024 * 1024 },
+    );
+    const client = await RawClient.connect(served.port, Buffer.concat([CLIENT_PREFACE, settingsFrame([[Setting.INITIAL_WINDOW_SIZE, 0]])]));
+    client.send(headers(1, Flag.END_HEADERS));
+    // 20,000 one-octet DATA frames: 140 KB of answer octets, 20,000 queued buffers.
+    const frames = Buffer.concat(Array.from({ length: 1000 }, () => data(1, Buffer.from('x'))));
+    for (let batch = 0; batch < 20 && !client.closed; batch++) {
+      client.send(frames);
+      await sleep(2);
+    }
+    expect(await waitUntil(() => client.closed, 2000)).toBe(true);
+    expect(served.errors.map((error) => error.message)).toContainEqual(expect.stringMatching(/octets wait unsent \(at most 1048576\)/));
   });
 
   it('takes PADDED HEADERS with PRIORITY, PADDED DATA, request trailers, PRIORITY frames and unknown frame types', async () => {

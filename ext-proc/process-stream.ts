@@ -5,8 +5,8 @@
 // hashed-body answers differ only in the hash).
 import type { Logger } from 'pino';
 import { Call } from './grpc-call.ts';
-import type { H2Stream } from './h2-connection.ts';
-import { GrpcStatus, MessageReader, TruncatedMessage, fixedLengthValueFrames, frameMessage, statusName } from './grpc-wire.ts';
+import type { H2Connection, H2Stream } from './h2-connection.ts';
+import { GrpcStatus, MessageReader, TruncatedMessage, UnfinishedShare, fixedLengthValueFrames, frameMessage, statusName } from './grpc-wire.ts';
 import { HEADERS_ANSWER, HEADERS_ANSWER_CLEARING_ROUTE, PROMPT_HASH_LENGTH, decodeRequest, decodeTruncatedRequest, handleMessage, hashedBodyAnswer, type Answer, type ErrorReason, type HandlerConfig, type KeySettings, type Phase } from './handlers.ts';
 import type { ExtProcMetrics } from './metrics.ts';
 import { processMethod } from './protocol.ts';
@@ -17,6 +17,14 @@ export interface LiveStream {
 }
 
 /** One Process stream: its call, where it stands, its message reader, its place in LiveStreams. */
+/** Each connection's part of the unfinished-message budget (grpc-wire.ts), gone with the connection. */
+const shares = new WeakMap<H2Connection, UnfinishedShare>();
+function shareOf(connection: H2Connection): UnfinishedShare {
+  let share = shares.get(connection);
+  if (share === undefined) shares.set(connection, (share = new UnfinishedShare()));
+  return share;
+}
+
 class ProcessStream implements LiveStream {
   readonly call: Call;
   phase: Phase = 'awaiting-headers';
@@ -29,7 +37,7 @@ class ProcessStream implements LiveStream {
 
   constructor(stream: H2Stream, maxMessageBytes: number) {
     this.call = new Call(stream);
-    this.reader = MessageReader.keepingPrefix(maxMessageBytes);
+    this.reader = MessageReader.keepingPrefix(maxMessageBytes, shareOf(stream.connection));
   }
 }
 

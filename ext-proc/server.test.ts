@@ -202,27 +202,49 @@ describe('the prefix hasher, as Envoy Gateway drives it', () => {
     session.close();
   });
 
-  it('counts the bytes of messages still arriving, and gives them back when their streams are reset', async () => {
-    const { server } = await start();
+  /** Opens `count` Process streams on a connection of their own, each sending the first `sent` bytes of a chat body of `bodyBytes`, and stopping there once its headers are answered. */
+  async function stopInBodies(port: number, count: number, bodyBytes: number, sent: number): Promise<{ session: http2.ClientHttp2Session; streams: http2.ClientHttp2Stream[] }> {
     const method = processMethod();
-    const session = http2.connect(`http://127.0.0.1:${server.port}`);
+    // node's client refuses to hold more than 10 MB of unsent data by default.
+    const session = http2.connect(`http://127.0.0.1:${port}`, { maxSessionMemory: 100 });
     session.on('error', () => {});
     const headers = frameMessage(method.requestSerialize(headersMessage(base, false)));
-    const body = frameMessage(method.requestSerialize(bodyMessage(chatBody('x'.repeat(60_000)), true)));
+    const body = frameMessage(method.requestSerialize(bodyMessage(chatBody('x'.repeat(bodyBytes)), true)));
     const streams = await Promise.all(
-      Array.from({ length: 20 }, async () => {
+      Array.from({ length: count }, async () => {
         const stream = session.request({ ':method': 'POST', ':path': PROCESS_METHOD_PATH, 'content-type': 'application/grpc', te: 'trailers' });
         stream.on('error', () => {});
-        stream.write(Buffer.concat([headers, body.subarray(0, 40_000)]));
+        stream.write(Buffer.concat([headers, body.subarray(0, sent)]));
         await once(stream, 'data');
         return stream;
       }),
     );
+    return { session, streams };
+  }
+
+  it('counts the bytes of messages still arriving, and gives them back when their streams are reset', async () => {
+    const { server } = await start();
+    const { session, streams } = await stopInBodies(server.port, 20, 60_000, 40_000);
     // 20 bodies with 40 KB of 60 KB each come: at least that much is held.
     await expect.poll(async () => metric(await scrape(server), 'ext_proc_unfinished_message_bytes')).toBeGreaterThanOrEqual(20 * 40_000);
     for (const stream of streams) stream.close(http2.constants.NGHTTP2_CANCEL);
     await expect.poll(async () => metric(await scrape(server), 'ext_proc_streams_open')).toBe(0);
     expect(metric(await scrape(server), 'ext_proc_unfinished_message_bytes')).toBe(0);
+    session.close();
+  });
+
+  it("keeps serving other connections when one connection's streams stop in the middle of their bodies, up to its share", async () => {
+    const { server, client } = await start();
+    // 70 KB of each 100 KB body: an 80 KiB buffer each, so 420 streams ask for more than 32 MiB.
+    const { session, streams } = await stopInBodies(server.port, 420, 100_000, 70_000);
+    await expect.poll(async () => metric(await scrape(server), 'ext_proc_stream_errors_total{reason="too-large"}')).toBeGreaterThan(0);
+    expect(metric(await scrape(server), 'ext_proc_unfinished_message_bytes')).toBeLessThanOrEqual(32 * 1024 * 1024);
+    // Another connection (the harness's grpc-js client): a 60 KB body over several DATA frames is hashed.
+    const long = chatBody('y'.repeat(60_000));
+    const played = await playRequest(client, { headers: base, body: long });
+    expect(headerValues(played.headers, 'x-prompt-hash')).toEqual([referencePromptHash(long, N)]);
+    for (const stream of streams) stream.close(http2.constants.NGHTTP2_CANCEL);
+    await expect.poll(async () => metric(await scrape(server), 'ext_proc_unfinished_message_bytes')).toBe(0);
     session.close();
   });
 
