@@ -70,6 +70,33 @@ describe('a server whose connections read into one buffer', () => {
     expect(closed).toBe(true);
   });
 
+  it('reads as node:net does, and says so once, on a Node whose sockets have no movable handle', async () => {
+    const fallbacks: string[] = [];
+    const received: Buffer[] = [];
+    const server = createSharedReadBufferServer({
+      onConnection(socket) {
+        socket.on('end', () => socket.end('done'));
+        return (chunk) => received.push(Buffer.from(chunk));
+      },
+      onFallback: (reason) => fallbacks.push(reason),
+      handleOf: () => undefined,
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as AddressInfo;
+    for (const text of ['first', 'second']) {
+      const socket = net.connect(port, '127.0.0.1');
+      const answer: Buffer[] = [];
+      socket.on('data', (chunk: Buffer) => answer.push(chunk));
+      socket.end(text);
+      await once(socket, 'close');
+      expect(Buffer.concat(answer).toString()).toBe('done');
+    }
+    expect(Buffer.concat(received).toString()).toBe('firstsecond');
+    expect(fallbacks).toEqual([expect.stringMatching(/^net.Socket has no _handle with readStart on this Node: each read gets a new buffer/)]);
+    await new Promise((resolve) => server.close(resolve));
+  });
+
   it('finds no movable handle on a socket that has none', () => {
     expect(movableHandle(new net.Socket())).toBeUndefined();
   });

@@ -21,6 +21,8 @@ export interface SharedReadBufferOptions {
   onConnection(socket: net.Socket): (chunk: Buffer) => void;
   /** This Node's accepted sockets have no movable handle; reads use a new buffer each. Called once. */
   onFallback?(reason: string): void;
+  /** Where the accepted socket's handle is found: movableHandle, unless a test stands in for a Node without one. */
+  handleOf?(socket: net.Socket): object | undefined;
 }
 
 interface AcceptedSocket {
@@ -37,7 +39,7 @@ export function createSharedReadBufferServer(options: SharedReadBufferOptions): 
   const buffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
   let fellBack = false;
   return net.createServer({ pauseOnConnect: true }, (accepted) => {
-    const handle = movableHandle(accepted);
+    const handle = (options.handleOf ?? movableHandle)(accepted);
     if (handle === undefined) {
       if (!fellBack) options.onFallback?.("net.Socket has no _handle with readStart on this Node: each read gets a new buffer (more garbage collection under load)");
       fellBack = true;
