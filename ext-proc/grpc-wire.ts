@@ -64,8 +64,9 @@ export interface WireError {
  * Buffers for messages that arrive over several chunks, reused. The chunks
  * are lent (server.ts reads every connection into one buffer, which the next
  * read overwrites), so what a reader keeps of them is copied; a new buffer
- * per such message was as much array-buffer memory as a new buffer per read,
- * and that drove the 32 KiB bursts' mark-compacts (bench/RESULTS.md). A
+ * per such message would be as much array-buffer memory per request (32 KiB)
+ * as the new buffer per read that drove the 32 KiB bursts' mark-compacts
+ * (bench/RESULTS.md, "one read buffer for every connection"). A
  * buffer handed out with a message goes back to the pool at the next push to
  * any reader, so a message stays whole until then. Sizes are a power of two
  * times 1, 1.25, 1.5 or 1.75 (at most a quarter wasted: a 32 KiB body's
