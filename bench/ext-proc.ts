@@ -63,9 +63,9 @@ import { PROCESS_METHOD_PATH, processMethod, type ProcessingResponse } from '../
 import { BENCH_TOOLS, ETCD_TOOLS, KUBE_TOOLS, REPO_ROOT, ensureGoTools } from '../test/testbed/go-tools.ts';
 import { freePort, startProcess, type ManagedProcess } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
-import { EXT_PROC_ENV } from '../src/render.ts';
 import { PREFIX_KEYS, type PrefixKey } from '../src/model-service.ts';
 import { shape, type Dialogue, type Turn } from './client-shapes.ts';
+import { hasherEnv } from './manager-env.ts';
 
 const SERVER_CORE = '0';
 const CLIENT_CORE = '1';
@@ -766,7 +766,7 @@ async function inner(): Promise<void> {
         ...((args['trace-gc'] ? ['sh', ['-c', 'exec "$@" > "$GC_LOG"', 'sh', ...command]] : [command[0], command.slice(1)]) as [string, string[]]),
         join(scratch, `hasher-${port}.log`),
         // The environment the generated Deployment gives the hasher.
-        { ...process.env, ...Object.fromEntries(EXT_PROC_ENV.map((e) => [e.name, e.value])), GC_LOG: gcLog },
+        { ...process.env, ...hasherEnv(), GC_LOG: gcLog },
       );
       const scrape = async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       // A kept-alive connection the server closed while idle fails the first try.

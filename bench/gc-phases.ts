@@ -18,12 +18,11 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { PROCESS_METHOD_PATH } from '../ext-proc/protocol.ts';
-import { EXT_PROC_ENV } from '../src/render.ts';
 import { freePort, startProcess, waitFor } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
-import { shape } from './client-shapes.ts';
-import { CHAT_REQUEST_HEADERS, h2load, requireH2load, writeExtProcRequest } from './h2load.ts';
+import { CHAT_REQUEST_HEADERS, chatTurnTwoBody, h2load, requireH2load, writeExtProcRequest } from './h2load.ts';
 import { alternatingRunsAsync, memoryMiB } from './stats.ts';
+import { hasherEnv } from './manager-env.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -34,13 +33,6 @@ const { values: args } = parseArgs({
     rate: { type: 'string', default: '10400' },
   },
 });
-
-/** Turn 2 of a chat as the OpenAI SDK sends it (the history resent), about 4 KiB: bench/hasher-idle.ts's body. */
-function requestBody(): Buffer {
-  const text = (words: number, salt: number) => Array.from({ length: words }, (_, i) => `word${(i * 7 + salt) % 97}`).join(' ');
-  const dialogue = { system: text(100, 1), turns: [{ user: text(70, 2), assistant: text(170, 3) }, { user: text(200, 4), assistant: '' }] };
-  return Buffer.from(shape('chat: model first (OpenAI SDK)').body(dialogue, 1));
-}
 
 /** The collections among V8's --trace-gc-nvp lines. */
 function collections(text: string): string {
@@ -75,7 +67,7 @@ async function main(): Promise<void> {
   if (builds.length === 0) builds.push({ label: 'this tree', cli: builtCli() });
   execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)], { stdio: 'ignore' });
   const dir = mkdtempSync(join(tmpdir(), 'gc-phases-'));
-  const body = requestBody();
+  const body = chatTurnTwoBody();
   const bodyFile = writeExtProcRequest(join(dir, 'request.bin'), CHAT_REQUEST_HEADERS, body, true);
   const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
   process.stdout.write(`${new Date().toISOString()}; body ${body.length} bytes; load average ${load()}\n`);
@@ -85,7 +77,7 @@ async function main(): Promise<void> {
       const gcLog = join(dir, `${label.replace(/\W/g, '_')}-${pair}.gc.log`);
       const command = ['taskset', '-c', '0', process.execPath, '--trace-gc-nvp', cli, 'ext-proc', '--host', '127.0.0.1', '--port', String(port), '--metrics-port', String(metricsPort), '--prefix-bytes', '1024'];
       // V8's lines go straight to a file: a pipe to this process, which h2load runs block, would fill and stall the hasher.
-      const hasher = startProcess('sh', ['-c', 'exec "$@" > "$GC_LOG"', 'sh', ...command], join(dir, 'hasher.log'), { ...process.env, ...Object.fromEntries(EXT_PROC_ENV.map((e) => [e.name, e.value])), GC_LOG: gcLog });
+      const hasher = startProcess('sh', ['-c', 'exec "$@" > "$GC_LOG"', 'sh', ...command], join(dir, 'hasher.log'), { ...process.env, ...hasherEnv(), GC_LOG: gcLog });
       try {
         await waitFor('the hasher to serve /metrics', async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).ok, 30_000, () => hasher.tail());
         const url = `http://127.0.0.1:${port}${PROCESS_METHOD_PATH}`;

@@ -13,6 +13,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { bodyMessage, headersMessage, type HeaderList } from '../ext-proc/envoy-harness.ts';
 import { frameMessage } from '../ext-proc/grpc-wire.ts';
 import { processMethod } from '../ext-proc/protocol.ts';
+import { shape } from './client-shapes.ts';
 import { percentile } from './stats.ts';
 
 export interface H2loadRun {
@@ -34,6 +35,13 @@ export function requireH2load(): void {
  * Writes one ext_proc stream as h2load's request body (`-d`): the framed
  * request-headers message, then the framed request-body message.
  */
+/** Turn 2 of a chat as the OpenAI SDK sends it (the history resent), about 4 KiB: the body of bench/hasher-idle.ts and bench/gc-phases.ts. */
+export function chatTurnTwoBody(): Buffer {
+  const text = (words: number, salt: number) => Array.from({ length: words }, (_, i) => `word${(i * 7 + salt) % 97}`).join(' ');
+  const dialogue = { system: text(100, 1), turns: [{ user: text(70, 2), assistant: text(170, 3) }, { user: text(200, 4), assistant: '' }] };
+  return Buffer.from(shape('chat: model first (OpenAI SDK)').body(dialogue, 1));
+}
+
 /** The request headers of a chat completion as Envoy hands them to the hasher, in every bench's ext_proc requests. */
 export const CHAT_REQUEST_HEADERS: HeaderList = [
   [':authority', 'gateway.example.com'],

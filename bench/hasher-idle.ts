@@ -36,12 +36,11 @@ import { parseArgs } from 'node:util';
 import { EnvoyStream, bodyMessage, connectExtProc, headersMessage, type ExtProcClient } from '../ext-proc/envoy-harness.ts';
 import { loadXxh64, promptHash } from '../ext-proc/handlers.ts';
 import { PROCESS_METHOD_PATH } from '../ext-proc/protocol.ts';
-import { EXT_PROC_ENV } from '../src/render.ts';
 import { freePort, startProcess, waitFor } from '../test/testbed/processes.ts';
 import { builtCli } from '../test/testbed/webhook.ts';
-import { shape } from './client-shapes.ts';
-import { CHAT_REQUEST_HEADERS, h2load, requireH2load, writeExtProcRequest, type H2loadRun } from './h2load.ts';
+import { CHAT_REQUEST_HEADERS, chatTurnTwoBody, h2load, requireH2load, writeExtProcRequest, type H2loadRun } from './h2load.ts';
 import { alternatingRunsAsync, cpuSeconds, median, memoryMiB, runQueueWaitSeconds, sampleSum } from './stats.ts';
+import { hasherEnv } from './manager-env.ts';
 
 const SERVER_CORE = '0';
 const CLIENT_CORE = '1';
@@ -69,13 +68,6 @@ const SECONDS = Number(args.seconds);
 const IDLE = Number(args.idle);
 
 const HEADERS = CHAT_REQUEST_HEADERS;
-
-/** Turn 2 of a chat as the OpenAI SDK sends it (the history resent), about 4 KiB. */
-function requestBody(): Buffer {
-  const text = (words: number, salt: number) => Array.from({ length: words }, (_, i) => `word${(i * 7 + salt) % 97}`).join(' ');
-  const dialogue = { system: text(100, 1), turns: [{ user: text(70, 2), assistant: text(170, 3) }, { user: text(200, 4), assistant: '' }] };
-  return Buffer.from(shape('chat: model first (OpenAI SDK)').body(dialogue, 1));
-}
 
 interface Scrape {
   hashed: number;
@@ -133,11 +125,11 @@ async function main(): Promise<void> {
   const hasher = startProcess(
     ...((TRACE_GC ? ['sh', ['-c', 'exec "$@" > "$GC_LOG"', 'sh', ...command]] : [command[0], command.slice(1)]) as [string, string[]]),
     join(dir, 'hasher.log'),
-    { ...process.env, ...Object.fromEntries(EXT_PROC_ENV.map((e) => [e.name, e.value])), GC_LOG: gcLog },
+    { ...process.env, ...hasherEnv(), GC_LOG: gcLog },
   );
   const pid = hasher.child.pid as number;
   const address = `127.0.0.1:${port}`;
-  const body = requestBody();
+  const body = chatTurnTwoBody();
   const bodyFile = writeExtProcRequest(join(dir, 'request.bin'), HEADERS, body, true);
   const idleClients: ExtProcClient[] = [];
   try {

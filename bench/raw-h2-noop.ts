@@ -16,7 +16,8 @@ import { connectionLimits } from '../ext-proc/server.ts';
 import { createSharedReadBufferServer } from '../ext-proc/shared-read-buffer.ts';
 import { answerFor } from './noop-ext-proc.ts';
 
-const RESPONSE_HEADERS: readonly HeaderField[] = [[':status', '200'], ['content-type', GRPC_CONTENT_TYPE]];
+// Frozen, as the hasher's are, so its HPACK encoding is made once (h2-connection.ts).
+const RESPONSE_HEADERS: readonly HeaderField[] = Object.freeze([Object.freeze([':status', '200'] as const), Object.freeze(['content-type', GRPC_CONTENT_TYPE] as const)]);
 const READER = Symbol('reader');
 type NoopStream = H2Stream & { [READER]: MessageReader };
 

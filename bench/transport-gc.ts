@@ -11,7 +11,8 @@
 // a --reuse-read-buffer arm; RESULTS keeps what those runs showed.)
 //
 // Each server is started once, pinned to core 0, with V8's --trace-gc-nvp
-// and the hasher's --max-semi-space-size=2; h2load runs on core 1 (the
+// and the hasher Deployment's environment (manager-env.ts hasherEnv: its
+// --max-semi-space-size=2 and malloc thresholds); h2load runs on core 1 (the
 // pipelined ext_proc stream of bench/h2load.ts, a ~4 KiB body). A warm-up
 // saturation run per server first (V8 tiers up and sizes its heap), which
 // also fixes node:http2's rate for the runs at one load. Rounds alternate
@@ -35,6 +36,7 @@ import { PROCESS_METHOD_PATH } from '../ext-proc/protocol.ts';
 import { freePort, startProcess, waitFor, type ManagedProcess } from '../test/testbed/processes.ts';
 import { sizedChatBody } from './data-plane-load.ts';
 import { CHAT_REQUEST_HEADERS, h2load, requireH2load, writeExtProcRequest, type H2loadRun } from './h2load.ts';
+import { hasherEnv } from './manager-env.ts';
 import { alternatingRuns, cpuSeconds, formatRow, median } from './stats.ts';
 
 const SERVER_CORE = '0';
@@ -127,9 +129,9 @@ async function start(server: (typeof SERVERS)[number], dir: string, logName: str
   const { name, file } = server;
   const port = await freePort();
   const gcLog = join(dir, `${logName}.gc.log`);
-  const command = ['taskset', '-c', SERVER_CORE, process.execPath, '--trace-gc-nvp', '--max-semi-space-size=2', fileURLToPath(new URL(file, import.meta.url)), '127.0.0.1', String(port)];
+  const command = ['taskset', '-c', SERVER_CORE, process.execPath, '--trace-gc-nvp', fileURLToPath(new URL(file, import.meta.url)), '127.0.0.1', String(port)];
   // V8's GC lines go straight to a file: a pipe to this process, which h2load runs block, would fill and stall the server.
-  const child = startProcess('sh', ['-c', 'exec "$@" > "$GC_LOG"', 'sh', ...command], join(dir, `${logName}.log`), { ...process.env, GC_LOG: gcLog });
+  const child = startProcess('sh', ['-c', 'exec "$@" > "$GC_LOG"', 'sh', ...command], join(dir, `${logName}.log`), { ...process.env, ...hasherEnv(), GC_LOG: gcLog });
   const client = connectExtProc(`127.0.0.1:${port}`);
   try {
     // One exchange from grpc-js: the server speaks gRPC, not only what h2load checks (a 2xx status).
@@ -147,7 +149,7 @@ async function main(): Promise<void> {
   execFileSync('taskset', ['-a', '-p', '-c', CLIENT_CORE, String(process.pid)], { stdio: 'ignore' });
   const dir = mkdtempSync(join(tmpdir(), 'transport-gc-'));
   process.stdout.write(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}; Node ${process.version}; load average before: ${load()}; started ${new Date().toISOString()}\n`);
-  process.stdout.write(`${ROUNDS} rounds; servers on core ${SERVER_CORE} with --trace-gc-nvp --max-semi-space-size=2, h2load on core ${CLIENT_CORE}; logs in ${dir}\n\n`);
+  process.stdout.write(`${ROUNDS} rounds; servers on core ${SERVER_CORE} with --trace-gc-nvp and the hasher Deployment's environment, h2load on core ${CLIENT_CORE}; logs in ${dir}\n\n`);
   const bodyFile = writeExtProcRequest(join(dir, 'request.bin'), CHAT_REQUEST_HEADERS, Buffer.from(sizedChatBody(BODY_BYTES, 'transport-gc')), true);
   const servers: Running[] = [];
   try {

@@ -39,12 +39,11 @@ import {
   pingAckFrame,
   rstStreamFrame,
   settingsFrame,
-  tableSizeUpdate,
   unpadded,
   windowUpdateFrame,
   type FrameHeader,
 } from './h2-frames.ts';
-import { HpackDecoder, encodeHeaderBlock, type HeaderField } from './hpack.ts';
+import { HpackDecoder, encodeHeaderBlock, tableSizeUpdate, type HeaderField } from './hpack.ts';
 import { StreamTable } from './stream-table.ts';
 
 export interface H2ServerOptions {
@@ -73,6 +72,8 @@ export interface H2Connection {
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
   readonly openStreams: number;
+  /** remoteAddress:remotePort, for logs. */
+  peer(): string;
   /** Graceful: GOAWAY(NO_ERROR, last stream id processed); no new streams; the socket ends once every open stream has closed. Idempotent. */
   shutdown(): void;
   /** GOAWAY(NO_ERROR) if possible, then destroy the socket; every open stream gets onClose(true). */
@@ -134,10 +135,12 @@ export class H2Stream {
   blockedPrev: H2Stream | null = null;
   blockedNext: H2Stream | null = null;
   blocked = false;
-  private readonly owner: ServerConnection;
+
+  private owner(): ServerConnection {
+    return this.connection as ServerConnection;
+  }
 
   constructor(owner: ServerConnection, id: number, fields: readonly HeaderField[], sendWindow: number, recvWindow: number) {
-    this.owner = owner;
     this.connection = owner;
     this.id = id;
     this.fields = fields;
@@ -156,14 +159,14 @@ export class H2Stream {
     if (this.closed) return;
     if (this.responded) throw new Error(`stream ${this.id}: respond() called twice; response headers go once, then write() and end(trailers)`);
     this.responded = true;
-    this.owner.sendHeaders(this, fields, false);
+    this.owner().sendHeaders(this, fields, false);
   }
 
   /** DATA, sent as the peer's flow-control windows allow. No-op on a closed stream (the peer reset it). */
   write(data: Buffer): void {
     if (this.closed) return;
     if (!this.responded || this.localEnded) throw new Error(`stream ${this.id}: write() ${this.localEnded ? 'after end()' : 'before respond()'}; DATA goes between the response headers and the trailers`);
-    if (data.length > 0) this.owner.sendData(this, data);
+    if (data.length > 0) this.owner().sendData(this, data);
   }
 
   /** Trailers with END_STREAM, after the queued DATA. */
@@ -171,7 +174,7 @@ export class H2Stream {
     if (this.closed) return;
     if (!this.responded || this.localEnded) throw new Error(`stream ${this.id}: end() ${this.localEnded ? 'called twice' : 'before respond() (use respondAndEnd for a trailers-only response)'}`);
     this.localEnded = true;
-    if (this.queue === null) this.owner.sendEnd(this, trailers);
+    if (this.queue === null) this.owner().sendEnd(this, trailers);
     else this.trailers = trailers;
   }
 
@@ -182,10 +185,10 @@ export class H2Stream {
     this.responded = true;
     this.localEnded = true;
     this.endSent = true;
-    this.owner.sendHeaders(this, fields, true);
+    this.owner().sendHeaders(this, fields, true);
     // The answer is complete; a client still sending is told to stop (§8.1), as grpc-go does.
-    if (!this.remoteEnded) this.owner.resetStream(this, ErrorCode.NO_ERROR);
-    else this.owner.closeIfDone(this);
+    if (!this.remoteEnded) this.owner().resetStream(this, ErrorCode.NO_ERROR);
+    else this.owner().closeIfDone(this);
   }
 
   /**
@@ -197,14 +200,14 @@ export class H2Stream {
   stopRequest(): void {
     if (this.closed || this.remoteEnded) return;
     if (!this.localEnded) throw new Error(`stream ${this.id}: stopRequest() before end(); the response must be complete first`);
-    if (this.endSent) this.owner.resetStream(this, ErrorCode.NO_ERROR);
+    if (this.endSent) this.owner().resetStream(this, ErrorCode.NO_ERROR);
     else this.stopAfterEnd = true;
   }
 
   /** RST_STREAM with this error code (ErrorCode); the stream closes (onClose(true)) and queued DATA is dropped. */
   reset(code: number): void {
     if (this.closed) return;
-    this.owner.resetStream(this, code);
+    this.owner().resetStream(this, code);
   }
 }
 
@@ -243,11 +246,9 @@ class ServerConnection implements H2Connection {
   private held: Buffer | null = null;
   private heldBytes = 0;
   private lastStreamId = 0;
-  private goawaySent = false;
-  /** The last stream id our first GOAWAY named; a later GOAWAY must not name a higher one (§6.8). */
+  /** The last stream id our first GOAWAY named (undefined: none sent); a later GOAWAY must not name a higher one (§6.8). */
   private goawayLastStreamId: number | undefined = undefined;
   private goawayReceived = false;
-  private closeNotified = false;
   private lingerTimer: NodeJS.Timeout | undefined;
 
   private peerMaxFrameSize = DEFAULT_MAX_FRAME_SIZE;
@@ -266,7 +267,6 @@ class ServerConnection implements H2Connection {
   private blockEndStream = false;
   private readonly blockChunks: Buffer[] = [];
   private blockBytes = 0;
-  private blockFrames = 0;
 
   private readonly out: Buffer[] = [];
   private outBytes = 0;
@@ -301,6 +301,10 @@ class ServerConnection implements H2Connection {
     }
   }
 
+  private get goawaySent(): boolean {
+    return this.goawayLastStreamId !== undefined;
+  }
+
   /** Narrowing-proof: callbacks change the phase under a loop. */
   private get ended(): boolean {
     return this.phase === 'ended';
@@ -312,7 +316,6 @@ class ServerConnection implements H2Connection {
 
   shutdown(): void {
     if (this.goawaySent || this.phase === 'ended') return;
-    this.goawaySent = true;
     this.goawayLastStreamId = this.lastStreamId;
     this.push(goawayFrame(this.lastStreamId, ErrorCode.NO_ERROR));
     if (this.streams.size === 0) this.endSocket();
@@ -506,7 +509,6 @@ class ServerConnection implements H2Connection {
     // Kept until the CONTINUATIONs come, so copied out of the lent read.
     this.blockChunks.push(Buffer.from(fragment));
     this.blockBytes = fragment.length;
-    this.blockFrames = 1;
   }
 
   private onContinuation(header: FrameHeader, payload: Buffer): void {
@@ -515,11 +517,10 @@ class ServerConnection implements H2Connection {
     }
     this.blockChunks.push(Buffer.from(payload));
     this.blockBytes += payload.length;
-    this.blockFrames++;
-    if (this.blockBytes > this.options.maxHeaderListSize + HEADER_BLOCK_SLACK || this.blockFrames > MAX_CONTINUATIONS) {
+    if (this.blockBytes > this.options.maxHeaderListSize + HEADER_BLOCK_SLACK || this.blockChunks.length > MAX_CONTINUATIONS) {
       return this.fail(
         ErrorCode.ENHANCE_YOUR_CALM,
-        `the field block of stream ${this.blockStream} reached ${this.blockBytes} octets in ${this.blockFrames} frames; we take at most ${this.options.maxHeaderListSize + HEADER_BLOCK_SLACK} octets in ${MAX_CONTINUATIONS} frames`,
+        `the field block of stream ${this.blockStream} reached ${this.blockBytes} octets in ${this.blockChunks.length} frames; we take at most ${this.options.maxHeaderListSize + HEADER_BLOCK_SLACK} octets in ${MAX_CONTINUATIONS} frames`,
       );
     }
     if ((header.flags & Flag.END_HEADERS) === 0) return;
@@ -556,7 +557,7 @@ class ServerConnection implements H2Connection {
     }
     if (!decoded.ok) {
       // Too large: a definite answer, where REFUSED_STREAM would invite a retry that fails the same way.
-      this.push(this.headersFrames(streamId, REQUEST_HEADER_FIELDS_TOO_LARGE, true));
+      this.pushHeaders(streamId, REQUEST_HEADER_FIELDS_TOO_LARGE, true);
       if (!endStream) this.push(rstStreamFrame(streamId, ErrorCode.NO_ERROR));
       return;
     }
@@ -669,16 +670,19 @@ class ServerConnection implements H2Connection {
   // ---- writing (called by H2Stream) ----
 
   sendHeaders(stream: H2Stream, fields: readonly HeaderField[], endStream: boolean): void {
-    this.push(this.headersFrames(stream.id, fields, endStream));
+    this.pushHeaders(stream.id, fields, endStream);
   }
 
-  private headersFrames(streamId: number, fields: readonly HeaderField[], endStream: boolean): Buffer {
+  /** A field block that fits one frame goes as a frame header and the block itself (often the shared encoding of a frozen list), as DATA does; a longer one as HEADERS and CONTINUATIONs. */
+  private pushHeaders(streamId: number, fields: readonly HeaderField[], endStream: boolean): void {
     let block = encodedBlock(fields);
     if (this.pendingTableSizeUpdate >= 0) {
       block = Buffer.concat([tableSizeUpdate(this.pendingTableSizeUpdate), block]);
       this.pendingTableSizeUpdate = -1;
     }
-    return headersFrames(streamId, block, endStream, this.peerMaxFrameSize);
+    if (block.length > this.peerMaxFrameSize) return this.push(headersFrames(streamId, block, endStream, this.peerMaxFrameSize));
+    this.push(frameHeader(block.length, FrameType.HEADERS, Flag.END_HEADERS | (endStream ? Flag.END_STREAM : 0), streamId));
+    this.push(block);
   }
 
   sendData(stream: H2Stream, data: Buffer): void {
@@ -768,7 +772,7 @@ class ServerConnection implements H2Connection {
   sendEnd(stream: H2Stream, trailers: readonly HeaderField[]): void {
     // Empty trailers: an empty DATA frame ends the stream (a HEADERS with no fields would do, but says less).
     if (trailers.length === 0) this.push(frameHeader(0, FrameType.DATA, Flag.END_STREAM, stream.id));
-    else this.push(this.headersFrames(stream.id, trailers, true));
+    else this.pushHeaders(stream.id, trailers, true);
     stream.endSent = true;
     if (stream.stopAfterEnd && !stream.remoteEnded) this.resetStream(stream, ErrorCode.NO_ERROR);
     else this.closeIfDone(stream);
@@ -882,8 +886,6 @@ class ServerConnection implements H2Connection {
     this.out.length = 0;
     this.heldBytes = 0;
     this.closeAllStreams();
-    if (this.closeNotified) return;
-    this.closeNotified = true;
     this.onClose();
   }
 
@@ -891,7 +893,7 @@ class ServerConnection implements H2Connection {
     this.options.onError?.(error);
   }
 
-  private peer(): string {
+  peer(): string {
     return `${this.remoteAddress ?? 'unknown'}:${this.remotePort ?? ''}`;
   }
 }

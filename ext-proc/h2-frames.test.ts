@@ -8,7 +8,6 @@ import {
   ProtocolViolation,
   SETTINGS_ACK,
   Setting,
-  dataFrames,
   errorCodeName,
   frameHeader,
   goawayFrame,
@@ -20,7 +19,6 @@ import {
   pingAckFrame,
   rstStreamFrame,
   settingsFrame,
-  tableSizeUpdate,
   unpadded,
   windowUpdateFrame,
 } from './h2-frames.ts';
@@ -89,28 +87,6 @@ describe('h2-frames', () => {
   });
 
   it.each([
-    ['data under the max frame size', 3, false, 16384, [[0, 0, 1, 'bbbbbb']]],
-    ['empty data with END_STREAM', 0, true, 16384, [[0, Flag.END_STREAM, 1, '']]],
-    [
-      'data over the max frame size, END_STREAM on the last',
-      5,
-      true,
-      2,
-      [
-        [0, 0, 1, 'bbbb'],
-        [0, 0, 1, 'bbbb'],
-        [0, Flag.END_STREAM, 1, 'bb'],
-      ],
-    ],
-  ] as const)('splits DATA: %s', (_name, length, endStream, maxFrameSize, expected) => {
-    const data = Buffer.alloc(length, 0xbb);
-    const parts = dataFrames(1, data, endStream, maxFrameSize);
-    expect(frames(Buffer.concat(parts))).toEqual(expected);
-    // Payloads are views of the data, not copies.
-    for (const part of parts.filter((_, i) => i % 2 === 1)) expect(part.buffer).toBe(data.buffer);
-  });
-
-  it.each([
     ['no PADDED flag: the payload as it is', '010203', 0, '010203'],
     ['padding removed', '02aabb0000', Flag.PADDED, 'aabb'],
     ['a zero pad length', '00aa', Flag.PADDED, 'aa'],
@@ -158,15 +134,6 @@ describe('h2-frames', () => {
   it('parses GOAWAY, dropping the reserved bit, and refuses one under 8 octets', () => {
     expect(parseGoaway(Buffer.from('8000000b000000026869', 'hex'))).toEqual({ lastStreamId: 11, code: 2, debug: 'hi' });
     expect((parseGoaway(Buffer.alloc(7)) as ProtocolViolation).code).toBe(ErrorCode.FRAME_SIZE_ERROR);
-  });
-
-  it.each([
-    [0, '20'],
-    [30, '3e'],
-    [31, '3f00'],
-    [4096, '3fe11f'],
-  ])('encodes a dynamic table size update to %i as RFC 7541 §6.3 does', (size, octets) => {
-    expect(hex(tableSizeUpdate(size))).toBe(octets);
   });
 
   it.each([

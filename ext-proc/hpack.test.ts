@@ -6,7 +6,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { seededRandom as random } from '../test/testbed/conversations.ts';
-import { HpackDecoder, encodeHeaderBlock, huffmanCode, type DecodeResult, type HeaderField } from './hpack.ts';
+import { HpackDecoder, encodeHeaderBlock, huffmanCode, tableSizeUpdate, type DecodeResult, type HeaderField } from './hpack.ts';
 
 const hex = (text: string) => Buffer.from(text.replace(/\s+/g, ''), 'hex');
 const ascii = (text: string) => Buffer.from(text, 'latin1').toString('hex');
@@ -480,5 +480,16 @@ describe('HpackDecoder against node:http2 (nghttp2) as the encoder', () => {
       client.destroy();
       server.close();
     }
+  });
+});
+
+describe('dynamic table size updates', () => {
+  it.each([
+    [0, '20'],
+    [30, '3e'],
+    [31, '3f00'],
+    [4096, '3fe11f'],
+  ])('encodes a dynamic table size update to %i as RFC 7541 §6.3 does', (size, octets) => {
+    expect(tableSizeUpdate(size).toString('hex')).toBe(octets);
   });
 });

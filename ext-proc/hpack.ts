@@ -479,6 +479,16 @@ function writeInteger(out: Buffer, at: number, prefixBits: number, flags: number
   return at;
 }
 
+/**
+ * An HPACK dynamic table size update (RFC 7541 §6.3), to open the first field
+ * block after a peer lowers SETTINGS_HEADER_TABLE_SIZE below what our encoder
+ * last announced: a decoder such as nghttp2's refuses the block without it.
+ */
+export function tableSizeUpdate(size: number): Buffer {
+  const out = Buffer.allocUnsafe(6);
+  return out.subarray(0, writeInteger(out, 0, 5, 0x20, size));
+}
+
 function writeString(out: Buffer, at: number, text: string, field: HeaderField): number {
   if (NOT_LATIN1.test(text)) {
     throw new TypeError(`header ${JSON.stringify(field[0])} has a character above U+00FF; header strings are octets, so encode it (gRPC percent-encodes grpc-message) first`);

@@ -16,7 +16,6 @@ export interface LiveStream {
   phase: Phase;
 }
 
-/** One Process stream: its call, where it stands, its message reader, its place in LiveStreams. */
 /** Each connection's part of the unfinished-message budget (grpc-wire.ts), gone with the connection. */
 const shares = new WeakMap<H2Connection, UnfinishedShare>();
 function shareOf(connection: H2Connection): UnfinishedShare {
@@ -25,6 +24,7 @@ function shareOf(connection: H2Connection): UnfinishedShare {
   return share;
 }
 
+/** One Process stream: its call, where it stands, its message reader, its place in LiveStreams. */
 class ProcessStream implements LiveStream {
   readonly call: Call;
   phase: Phase = 'awaiting-headers';
@@ -89,7 +89,7 @@ type ProcessH2Stream = H2Stream & { [STATE]: ProcessStream };
 
 /** The client's address, for logs: computed only when a line is written. */
 function peerOf(stream: H2Stream): string {
-  return `${stream.connection.remoteAddress ?? 'unknown'}:${stream.connection.remotePort ?? ''}`;
+  return stream.connection.peer();
 }
 
 export interface ProcessLoopOptions {

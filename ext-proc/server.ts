@@ -59,7 +59,7 @@ const MAX_CONCURRENT_STREAMS = 10_000;
 const MAX_HEADER_LIST_BYTES = 64 * 1024;
 /** Answers to 10,000 streams are ~2 MB; a peer that leaves 16 MiB unread is not reading. */
 const MAX_UNSENT_BYTES = 16 * 1024 * 1024;
-const UNSUPPORTED_MEDIA_TYPE: readonly HeaderField[] = [[':status', '415']];
+const UNSUPPORTED_MEDIA_TYPE: readonly HeaderField[] = Object.freeze([Object.freeze([':status', '415'] as const)]);
 
 /** The hasher's HTTP/2 settings and limits (bench/raw-h2-noop.ts serves with the same). */
 export function connectionLimits(maxMessageBytes: number): Omit<H2ServerOptions, 'onStream' | 'onError'> {

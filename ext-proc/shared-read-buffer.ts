@@ -14,7 +14,7 @@
 import net from 'node:net';
 
 /** Big enough that a burst of 32 KiB bodies takes few reads; node:net's own reads are at most 64 KiB. */
-export const READ_BUFFER_BYTES = 256 * 1024;
+const READ_BUFFER_BYTES = 256 * 1024;
 
 export interface SharedReadBufferOptions {
   /** A new connection: return what takes its reads (each chunk lent, valid only during the call). */
